@@ -1,0 +1,93 @@
+"""The Python entry points: bring your own ``nn.Module`` teacher and student and your own data.
+
+    import potstill
+    result = potstill.distill(teacher, student, (x_train, y_train), method="kd",
+                              val_data=(x_val, y_val), steps=500, temperature=4.0)
+    result.model        # the trained student
+    result.summary      # {"val": {"acc": ...}, "wall_clock_s": ...}
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .core.config import ConfigError, from_dict
+from .core.method import BuildContext, Method
+from .core.registry import METHODS
+from .core.trainer import OptimConfig, Trainer, TrainerConfig, seed_everything
+from .data import ArrayData, DataBundle
+
+
+@dataclass
+class DistillResult:
+    model: Any            # the exported artefact (a student nn.Module for KD methods)
+    method: Method        # the trained method, with every group's state
+    summary: dict
+
+
+def as_array_data(data, what: str) -> ArrayData | None:
+    """(x, y) tensors/arrays, a TensorDataset, or ArrayData -> ArrayData; None for other iterables."""
+    if data is None or isinstance(data, ArrayData):
+        return data
+    if isinstance(data, torch.utils.data.TensorDataset):
+        data = data.tensors
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = (torch.as_tensor(t) for t in data)
+        return ArrayData(x.float(), y.long())
+    if torch.is_tensor(data):
+        return ArrayData(data.float(), torch.full((len(data),), -1, dtype=torch.long))
+    if isinstance(data, torch.utils.data.DataLoader) or hasattr(data, "__iter__"):
+        return None
+    raise TypeError(f"{what}: expected (x, y) tensors, a TensorDataset, a DataLoader, got {type(data).__name__}")
+
+
+def distill(teacher: nn.Module | None, student: nn.Module, train_data, method: str = "kd", *,
+            val_data=None, test_data=None, unlabeled_x: torch.Tensor | None = None,
+            steps: int = 500, batch_size: int = 128, lr: float = 1e-3, optimizer: str = "adam",
+            seed: int = 0, out: str | Path | None = None, trainer: dict | None = None,
+            cache_teacher: bool = False, progress: bool = True, **method_kwargs) -> DistillResult:
+    """Distil ``teacher`` into ``student`` with a registered method (``potstill list``).
+
+    ``method_kwargs`` are the method's config fields (e.g. ``temperature=4.0, alpha=0.9`` for
+    ``kd``); unknown names raise with the list of valid ones. ``trainer`` takes any
+    :class:`TrainerConfig` field as a dict and overrides ``steps``/``batch_size``/``lr``/...
+    With ``out`` a run folder with metrics and checkpoints is written. ``teacher`` may be None
+    for methods without one (``supervised``).
+    """
+    cls = METHODS.get(method, "method")
+    mcfg = from_dict(cls.Config, method_kwargs, "method")
+    tcfg_raw = {"steps": steps, "batch_size": batch_size, "seed": seed, "progress": progress,
+                "optim": {"default": {"name": optimizer, "lr": lr}}, **(trainer or {})}
+    tcfg = from_dict(TrainerConfig, tcfg_raw, "trainer")
+    train = as_array_data(train_data, "train_data")
+    val, test = as_array_data(val_data, "val_data"), as_array_data(test_data, "test_data")
+    if (val_data is not None and val is None) or (test_data is not None and test is None):
+        raise TypeError("val_data/test_data must be (x, y) tensors or a TensorDataset")
+    if train is not None:
+        probe_x = train.x[:2]
+    else:
+        first = next(iter(train_data))
+        probe_x = (first["x"] if isinstance(first, dict) else first[0] if isinstance(first, (list, tuple)) else first)[:2]
+    in_shape = tuple(probe_x.shape[1:])
+    with torch.no_grad():
+        was = student.training
+        student.eval()
+        num_classes = int(student(probe_x.float().to(next(student.parameters()).device)).shape[-1])
+        student.train(was)
+    unl = ArrayData(unlabeled_x.float(), torch.full((len(unlabeled_x),), -1, dtype=torch.long)) if unlabeled_x is not None else None
+    bundle = DataBundle("user", train if train is not None else ArrayData(probe_x, torch.zeros(len(probe_x), dtype=torch.long)),
+                        val, test, num_classes, unl)
+    seed_everything(seed)
+    m = cls.build(mcfg, BuildContext(data=bundle, student_module=student, teacher_module=teacher))
+    pool = m.train_data(bundle) if train is not None else train_data
+    if cache_teacher and m.cacheable_teacher and isinstance(pool, ArrayData) and hasattr(m, "teacher"):
+        m.teacher.attach_cache(pool.x)
+    result = Trainer(tcfg, out, desc=method).fit(m, pool, val, test)
+    return DistillResult(m.export(), m, result)
+
+
+__all__ = ["distill", "DistillResult", "OptimConfig", "ConfigError"]

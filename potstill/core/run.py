@@ -1,0 +1,190 @@
+"""A recipe end to end: parse -> build -> train -> run folder.
+
+Run folder::
+
+    config.yaml          the resolved recipe (every default filled in)
+    metrics.jsonl        one JSON object per log / validation event
+    checkpoints/         step-NNNNNNN/{state.safetensors, meta.json} and `latest`
+    export/              the artefact (model.safetensors + model.json for classifiers)
+    plots/               PNG curves
+    summary.json         final validation and test metrics, parameters, wall-clock
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from .checkpoint import atomic_save_safetensors, atomic_write_json, atomic_write_text
+from .config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
+from .method import BuildContext, Method
+from .registry import DATASETS, METHODS, Spec
+from .teacher import TeacherConfig
+from .trainer import Trainer, TrainerConfig, seed_everything
+
+TOP_KEYS = ("description", "method", "data", "student", "teacher", "trainer")
+#: keys that may change when a run is resumed
+RESUMABLE_CHANGES = ("trainer.steps", "trainer.progress", "trainer.threads", "trainer.device", "trainer.log_every")
+
+
+@dataclass
+class RunConfig:
+    method: Spec
+    data: Spec
+    trainer: TrainerConfig
+    student: Spec | None = None
+    teacher: TeacherConfig | None = None
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        out: dict[str, Any] = {"description": self.description, "method": self.method.to_dict(), "data": self.data.to_dict()}
+        if self.student is not None:
+            out["student"] = self.student.to_dict()
+        if self.teacher is not None:
+            out["teacher"] = to_dict(self.teacher)
+        out["trainer"] = to_dict(self.trainer)
+        return out
+
+
+def parse_run(raw: dict) -> RunConfig:
+    from ..models import MODELS
+
+    unknown = sorted(set(raw) - set(TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; valid top-level keys: {', '.join(TOP_KEYS)}")
+    for k in ("method", "data"):
+        if k not in raw:
+            raise ConfigError(f"missing required key {k!r}")
+    student = MODELS.parse(raw["student"], "student") if raw.get("student") is not None else None
+    teacher = from_dict(TeacherConfig, raw["teacher"], "teacher") if raw.get("teacher") is not None else None
+    if teacher is not None and teacher.model is not None:
+        MODELS.parse(teacher.model, "teacher.model")  # check now, build later
+    return RunConfig(method=METHODS.parse(raw["method"], "method"), data=DATASETS.parse(raw["data"], "data"),
+                     trainer=from_dict(TrainerConfig, raw.get("trainer") or {}, "trainer"),
+                     student=student, teacher=teacher, description=str(raw.get("description") or ""))
+
+
+def resolve(recipe: str | Path | dict, overrides: list[str] | dict | None = None) -> RunConfig:
+    raw = load_yaml(recipe) if isinstance(recipe, (str, Path)) else dict(recipe)
+    return parse_run(apply_overrides(raw, overrides or []))
+
+
+def build(cfg: RunConfig, bundle=None) -> tuple[Method, Any]:
+    """Load data, seed, and construct the method. Returns (method, data bundle)."""
+    from ..data import load_dataset
+
+    bundle = bundle if bundle is not None else load_dataset(cfg.data)
+    seed_everything(cfg.trainer.seed)
+    cls = METHODS.get(cfg.method.name)
+    ctx = BuildContext(data=bundle, student_spec=cfg.student, teacher_spec=cfg.teacher)
+    return cls.build(cfg.method.config, ctx), bundle
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _check_resume(out: Path, cfg: RunConfig) -> None:
+    old = _flat(yaml.safe_load((out / "config.yaml").read_text()) or {})
+    new = _flat(cfg.to_dict())
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    if diff:
+        raise ConfigError(f"--resume: the recipe differs from the one in {out}/config.yaml at {', '.join(diff[:5])}")
+
+
+def machine() -> str:
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cpus, torch {torch.__version__}{gpu}"
+
+
+def save_export(artefact, folder: Path, model_spec: Spec | None, bundle) -> Path:
+    """Classifiers: weights + how to rebuild them. Other artefacts bring their own ``save``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(artefact, torch.nn.Module):
+        atomic_save_safetensors(artefact.state_dict(), folder / "model.safetensors")
+        atomic_write_json(folder / "model.json", {
+            "model": model_spec.to_dict() if model_spec else None,
+            "in_shape": list(bundle.in_shape), "num_classes": bundle.num_classes})
+        return folder / "model.safetensors"
+    return artefact.save(folder)
+
+
+def load_model(run_or_export: str | Path) -> torch.nn.Module:
+    """Rebuild a classifier exported by a run: ``load_model("runs/kd")``."""
+    from ..models import build_model
+    from .checkpoint import load_module_weights
+
+    p = Path(run_or_export)
+    folder = p / "export" if (p / "export").is_dir() else p
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"no exported model at {folder} (expected model.json and model.safetensors)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("model") is None:
+        raise ConfigError(f"{meta_path}: the model was a user nn.Module; build it yourself and load model.safetensors")
+    model = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
+    load_module_weights(model, folder / "model.safetensors")
+    return model
+
+
+def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, callbacks=()) -> dict:
+    """Train the recipe into run folder ``out`` and return the summary (also in summary.json)."""
+    from ..core import distributed as dist
+    from ..eval.classification import latency_ms
+    from ..models import count_params
+
+    out = Path(out)
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise ConfigError(f"--resume: {out} holds no run (no config.yaml)")
+        _check_resume(out, cfg)
+    elif (out / "config.yaml").exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    method, bundle = build(cfg, bundle)  # may raise on bad teacher/student before anything is written
+    train_data = method.train_data(bundle)
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    if cfg.teacher is not None and cfg.teacher.cache and method.cacheable_teacher and hasattr(method, "teacher"):
+        method.teacher.attach_cache(train_data.x, cfg.teacher.cache_dir or None, progress=cfg.trainer.progress)
+
+    t0 = time.time()
+    trainer = Trainer(cfg.trainer, out, callbacks, desc=cfg.method.name)
+    result = trainer.fit(method, train_data, bundle.val, bundle.test, resume=resume)
+    summary = {"method": METHODS.get(cfg.method.name).info(), "dataset": bundle.name,
+               "train_rows": len(train_data), **result}
+    if dist.is_main():
+        with trainer.averaged():
+            artefact = method.export()
+            export_path = save_export(artefact, out / "export", cfg.student, bundle)
+            if isinstance(artefact, torch.nn.Module):
+                summary["params"] = count_params(artefact)
+                summary["latency_ms"] = round(latency_ms(artefact, bundle.in_shape), 4)
+        summary.update({"export": str(export_path), "machine": machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "run_wall_clock_s": round(time.time() - t0, 3)})
+        atomic_write_json(out / "summary.json", summary)
+        from ..report.plots import plot_run
+
+        plot_run(out)
+    dist.barrier()
+    return summary
+
+
+__all__ = ["RunConfig", "parse_run", "resolve", "build", "run", "load_model", "dataclasses"]

@@ -1,0 +1,91 @@
+"""Fashion-MNIST (Xiao, Rasul & Vollgraf 2017, MIT license) from the original idx files.
+
+Default location is the Debian package ``dataset-fashion-mnist``; ``POTSTILL_DATA`` or the
+``path`` field point at another folder holding the four ``*-idx?-ubyte[.gz]`` files.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core.registry import DATASETS
+from . import ArrayData, DataBundle, DataError, carve
+
+DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+INSTALL_HINT = "install it with `apt-get install -y dataset-fashion-mnist`, or set POTSTILL_DATA / data.path to a folder with the idx files"
+MEAN, STD = 0.2860, 0.3530
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (LeCun's format): magic (0, 0, dtype, ndim), big-endian dims, data."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read idx file: {e}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte idx file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise DataError(f"{path}: header says {dims} but holds {data.size} bytes (truncated?)")
+    return data.reshape(dims)
+
+
+def data_dir(path: str | None = None) -> Path:
+    return Path(path or os.environ.get("POTSTILL_DATA") or DEFAULT_DIR)
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    raise DataError(f"Fashion-MNIST file {folder / (stem + '.gz')} not found; {INSTALL_HINT}")
+
+
+def available(path: str | None = None) -> bool:
+    try:
+        find_file(data_dir(path), "t10k-labels-idx1-ubyte")
+        return True
+    except DataError:
+        return False
+
+
+def load_raw(path: str | None = None):
+    folder = data_dir(path)
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        x = read_idx(find_file(folder, f"{prefix}-images-idx3-ubyte"))
+        y = read_idx(find_file(folder, f"{prefix}-labels-idx1-ubyte"))
+        if len(x) != len(y):
+            raise DataError(f"{folder}: {prefix} images ({len(x)}) and labels ({len(y)}) differ in count")
+        out[split] = (x, y)
+    return out
+
+
+def to_arrays(x: np.ndarray, y: np.ndarray) -> ArrayData:
+    xt = (torch.from_numpy(x.astype(np.float32) / 255.0) - MEAN) / STD
+    return ArrayData(xt.unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
+
+
+@dataclass
+class FashionMNISTConfig:
+    path: str | None = None       # folder with the idx files (default: POTSTILL_DATA or the Debian path)
+    val_size: int = 5000          # carved from the 60k training images, class-stratified
+    train_size: int | None = None  # keep only this many labelled training images; the rest -> unlabeled
+    split_seed: int = 0
+
+
+@DATASETS.register("fmnist", FashionMNISTConfig)
+def fmnist(cfg: FashionMNISTConfig) -> DataBundle:
+    raw = load_raw(cfg.path)
+    train, val, unlabeled = carve(to_arrays(*raw["train"]), cfg.val_size, cfg.train_size, cfg.split_seed, "fmnist")
+    return DataBundle("fmnist", train, val, to_arrays(*raw["test"]), 10, unlabeled, CLASSES)

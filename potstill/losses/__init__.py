@@ -1,0 +1,3 @@
+"""Pure loss functions shared by the methods (no state, no modules)."""
+from .divergences import js_divergence, kl_divergence, soft_target_kd  # noqa: F401
+from .features import hint_loss  # noqa: F401

@@ -1,0 +1,1 @@
+from . import fitnets, hinton, label_free, supervised  # noqa: F401
