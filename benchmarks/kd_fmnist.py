@@ -1,0 +1,140 @@
+"""KD benchmark on Fashion-MNIST: teacher ConvNet-128 -> student ConvNet-32 (1/14 of the params).
+
+Protocol (fixed): 10,000 labelled training images (class-balanced), 45,000 held back without
+labels, 5,000 validation images, the 10,000 official test images for the final number only.
+Every student: same architecture, steps (20 epochs of the labelled set), batch, optimizer and
+schedule; the last checkpoint is reported (nothing is selected on the test set). The teacher is
+trained once (seed 0). Settings:
+
+    scratch            supervised cross-entropy on the 10k labels
+    kd                 B1 Hinton KD, T=4, alpha=0.9
+    kd+fitnets         B1 + B2 hints on the conv trunk through a 1x1 projector (32 -> 128 channels)
+    label_free         K7 SSLD, JS divergence, labels never read, the same 10k images
+    label_free+unl     K7 SSLD with the 45k unlabeled images added to the pool
+
+Resumable cell by cell: each (setting, seed) is a run folder; finished cells are read back,
+half-finished ones resumed from their checkpoint. Results are appended as cells finish.
+
+    python benchmarks/kd_fmnist.py                 # full (~30 min on 2 CPU cores)
+    python benchmarks/kd_fmnist.py --fast          # a 1-minute smoke version (not a result)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import potstill  # noqa: E402
+from potstill.core.run import machine, resolve, run  # noqa: E402
+from potstill.report.plots import bar_chart  # noqa: E402
+from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
+
+SETTINGS = {
+    "scratch": ("scratch_fmnist.yaml", []),
+    "kd": ("kd_fmnist.yaml", []),
+    "kd+fitnets": ("fitnets_fmnist.yaml", []),
+    "label_free": ("label_free_fmnist.yaml", ["method.use_unlabeled=false"]),
+    "label_free+unl": ("label_free_fmnist.yaml", []),
+}
+
+
+def run_cell(recipe: Path, overrides: list[str], out: Path) -> dict:
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    cfg = resolve(recipe, overrides)
+    return run(cfg, out, resume=(out / "config.yaml").is_file())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/runs/kd_fmnist"), help="run folders (resumable)")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"), help="where kd_fmnist.{json,md,png} go")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run (1 keeps timings comparable)")
+    ap.add_argument("--fast", action="store_true", help="tiny step counts: a smoke test, not a result")
+    args = ap.parse_args(argv)
+
+    out, recipes = Path(args.out), ROOT / "recipes/kd"
+    common = [f"trainer.threads={args.threads}", "trainer.progress=false"]
+    tag = ""
+    if args.fast:
+        common += ["trainer.steps=30", "trainer.eval_every=0", "trainer.ckpt_every=0"]
+        tag = "_fast"
+    t0 = time.time()
+    teacher_out = out / "teacher"
+    teacher = run_cell(recipes / "teacher_fmnist.yaml", common + ["trainer.seed=0"], teacher_out)
+    print(f"teacher: val {teacher['val']['acc']:.4f} test {teacher['test']['acc']:.4f} params {teacher['params']}", flush=True)
+    tcommon = common + [f"teacher.checkpoint={teacher_out / 'export/model.safetensors'}", f"teacher.cache_dir={out / 'cache'}"]
+
+    cells_path = Path(args.results) / f"kd_fmnist{tag}.cells.jsonl"
+    cells_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if cells_path.is_file():
+        for line in cells_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["setting"], r["seed"])] = r
+    for name, (recipe, extra) in SETTINGS.items():
+        for seed in args.seeds:
+            if (name, seed) in done:
+                continue
+            s = run_cell(recipes / recipe, tcommon + extra + [f"trainer.seed={seed}"], out / f"{name}-s{seed}")
+            rec = {"setting": name, "seed": seed, "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"],
+                   "wall_clock_s": s["wall_clock_s"], "params": s["params"], "latency_ms": s["latency_ms"],
+                   "train_rows": s["train_rows"]}
+            done[(name, seed)] = rec
+            with open(cells_path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+            print(f"{name:16s} seed {seed}: test {rec['test_acc']:.4f} val {rec['val_acc']:.4f} ({rec['wall_clock_s']:.0f} s)", flush=True)
+
+    def agg(name, key):
+        return stat([done[(name, s)][key] for s in args.seeds])
+
+    metrics, baselines = {}, {"teacher/test_acc": stat([teacher["test"]["acc"]]),
+                              "teacher/params": stat([teacher["params"]])}
+    for name in SETTINGS:
+        target = baselines if name == "scratch" else metrics
+        for key in ("test_acc", "val_acc", "wall_clock_s", "latency_ms"):
+            target[f"{name}/{key}"] = agg(name, key)
+        target[f"{name}/params"] = agg(name, "params")
+    sc = baselines["scratch/test_acc"]
+    verdicts = []
+    for name in list(SETTINGS)[1:]:
+        m = metrics[f"{name}/test_acc"]
+        gap = m["mean"] - sc["mean"]
+        verdicts.append(f"{name}: {gap * 100:+.2f} points vs scratch "
+                        f"({'more' if gap > max(m['std'], sc['std']) else 'NOT more'} than one std)")
+    result = {
+        "catalog_ids": ["B1", "B2", "K7"],
+        "command": "python benchmarks/kd_fmnist.py" + (" --fast" if args.fast else "") +
+                   (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else ""),
+        "dataset": "fmnist: 10k labelled train (class-balanced), 45k unlabeled, 5k val, 10k official test",
+        "seeds": args.seeds,
+        "metrics": metrics,
+        "baselines": baselines,
+        # training wall-clock of every run in the table (teacher + all cells), however many invocations it took
+        "wall_clock_s": round(teacher["wall_clock_s"] + sum(done[(n, s)]["wall_clock_s"] for n in SETTINGS for s in args.seeds), 1),
+        "machine": machine() + f", {args.threads} torch thread(s) per run",
+        "date": time.strftime("%Y-%m-%d"),
+        "notes": ("Teacher ConvNet-128 (309k params) trained once (seed 0, 6 epochs on the 10k labels). Students "
+                  "ConvNet-32 (22k params, 1/14), 1560 steps at batch 128, Adam lr 2e-3 cosine, last step reported; "
+                  "hyperparameters are the papers' common defaults (T=4, alpha=0.9, JS at T=1, hint weight 1), "
+                  "not tuned; test accuracy is only read at the end. Per-cell wall_clock_s is training time with "
+                  "teacher outputs cached (cache build time excluded). " + "; ".join(verdicts) + "."),
+    }
+    write_result(Path(args.results) / f"kd_fmnist{tag}.json", result)
+    write_markdown(Path(args.results) / f"kd_fmnist{tag}.md", result, "KD on Fashion-MNIST: ConvNet-128 -> ConvNet-32")
+    rows = [{"name": "teacher (309k)", "acc": teacher["test"]["acc"], "err": 0.0}]
+    rows += [{"name": n, "acc": (baselines | metrics)[f"{n}/test_acc"]["mean"],
+              "err": (baselines | metrics)[f"{n}/test_acc"]["std"]} for n in SETTINGS]
+    bar_chart(rows, "acc", Path(args.results) / f"kd_fmnist{tag}.png", "test accuracy (mean ± std over seeds)", "err")
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

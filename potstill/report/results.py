@@ -1,0 +1,78 @@
+"""The one JSON schema for every benchmark result file (``benchmarks/results/*.json``).
+
+Fields (all required):
+
+    catalog_ids   list[str]      catalog rows the result is evidence for ("B1", "K7", ...)
+    command       str            the command that reproduces it, from the repository root
+    dataset       str            data and split, e.g. "fmnist (10k labelled, 45k unlabeled, 5k val)"
+    seeds         list[int]
+    metrics       {name: {mean, std, n}}   the methods' numbers (std: sample std, ddof=1)
+    baselines     {name: {mean, std, n}}   the numbers they are compared with, same protocol
+    wall_clock_s  float          total wall-clock of the benchmark (per-cell times go in metrics)
+    machine       str
+    date          str            ISO date
+    notes         str            protocol, what was chosen on the validation split, caveats
+
+Metric names are ``<setting>/<metric>``, e.g. ``kd/test_acc``, ``kd/wall_clock_s``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+from ..core.checkpoint import atomic_write_json, atomic_write_text
+
+FIELDS = ("catalog_ids", "command", "dataset", "seeds", "metrics", "baselines", "wall_clock_s", "machine", "date", "notes")
+
+
+def stat(values: list[float]) -> dict:
+    vals = [float(v) for v in values]
+    return {"mean": statistics.fmean(vals) if vals else math.nan,
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def validate(result: dict) -> None:
+    missing = [f for f in FIELDS if f not in result]
+    extra = [f for f in result if f not in FIELDS]
+    if missing or extra:
+        raise ValueError(f"result schema: missing {missing}, unexpected {extra}")
+    for group in ("metrics", "baselines"):
+        for name, v in result[group].items():
+            if not isinstance(v, dict) or set(v) != {"mean", "std", "n"}:
+                raise ValueError(f"result schema: {group}.{name} must be {{mean, std, n}}, got {v!r}")
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    validate(result)
+    atomic_write_json(path, result)
+    return Path(path)
+
+
+def render_markdown(result: dict, title: str) -> str:
+    def rows(group):
+        out = []
+        for name, v in result[group].items():
+            mean, std = v["mean"], v["std"]
+            out.append(f"| {group[:-1]} | {name} | {mean:.4f} ± {std:.4f} | {v['n']} |")
+        return out
+
+    lines = [f"# {title}", "", f"- catalog: {', '.join(result['catalog_ids'])}", f"- command: `{result['command']}`",
+             f"- dataset: {result['dataset']}", f"- seeds: {result['seeds']}",
+             f"- machine: {result['machine']}", f"- date: {result['date']}",
+             f"- total wall-clock: {result['wall_clock_s']:.0f} s", "",
+             "| kind | name | mean ± std | n |", "|---|---|---|---|", *rows("baselines"), *rows("metrics"), "",
+             "## Notes", "", result["notes"], ""]
+    return "\n".join(lines)
+
+
+def write_markdown(path: str | Path, result: dict, title: str) -> Path:
+    atomic_write_text(path, render_markdown(result, title))
+    return Path(path)
+
+
+def load_result(path: str | Path) -> dict:
+    result = json.loads(Path(path).read_text())
+    validate(result)
+    return result
