@@ -32,7 +32,19 @@ def evaluate_classifier(model: nn.Module, data, batch_size: int = 512) -> dict[s
 
 @torch.no_grad()
 def latency_ms(model: nn.Module, in_shape: tuple[int, ...], batch_size: int = 1, repeats: int = 50) -> float:
-    """Median wall-clock milliseconds of one forward pass (after warm-up), on the model's device."""
+    """Median wall-clock milliseconds of one forward pass (after warm-up), on the model's device.
+
+    On CPU it runs with one torch thread, so numbers compare across machines and runs.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _latency(model, in_shape, batch_size, repeats)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _latency(model, in_shape, batch_size, repeats):
     model.eval()
     device = next(model.parameters()).device
     x = torch.randn(batch_size, *in_shape, device=device)

@@ -1,0 +1,98 @@
+"""``potstill demo``: a short tour of each pillar on built-in data.
+
+KD tour: a ConvNet-64 teacher trained on 10k labelled Fashion-MNIST images (cached under
+``$POTSTILL_CACHE`` or ``~/.cache/potstill`` and reused), distilled into a ConvNet-16 student
+(1/12 of the parameters) by every KD method, next to the same student trained from scratch.
+Prints a table and writes ``report.md`` with a bar chart and each run's curves.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+from .core.checkpoint import atomic_write_text
+from .core.run import machine, parse_run, run
+from .data import fmnist
+from .report.plots import bar_chart
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("POTSTILL_CACHE") or Path.home() / ".cache" / "potstill")
+
+
+def kd_tour(out: Path, fast: bool = False) -> list[dict]:
+    if fast or not fmnist.available():
+        if not fast:
+            print("Fashion-MNIST not found (apt-get install -y dataset-fashion-mnist); using scikit-learn digits instead.")
+        data = {"name": "digits"}
+        teacher_model, student_model = {"name": "convnet", "width": 32, "depth": 2}, {"name": "convnet", "width": 8, "depth": 2}
+        t_steps, s_steps, batch = (30, 20, 64) if fast else (400, 400, 64)
+    else:
+        data = {"name": "fmnist", "val_size": 5000, "train_size": 10000}
+        teacher_model, student_model = {"name": "convnet", "width": 64, "depth": 3}, {"name": "convnet", "width": 16, "depth": 3}
+        t_steps, s_steps, batch = 320, 600, 128
+    quiet = {"progress": not fast, "log_every": 20}
+    optim = {"default": {"name": "adam", "lr": 0.002, "schedule": "cosine"}}
+    teacher_recipe = {"description": "demo teacher", "method": {"name": "supervised"}, "data": data, "student": teacher_model,
+                      "trainer": {"steps": t_steps, "batch_size": batch, **quiet, "optim": optim}}
+    key = hashlib.sha256(json.dumps(parse_run(teacher_recipe).to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    teacher_dir = cache_root() / f"demo-teacher-{key}"
+    if (teacher_dir / "summary.json").is_file():
+        print(f"teacher: reusing {teacher_dir}")
+        teacher = json.loads((teacher_dir / "summary.json").read_text())
+    else:
+        print(f"teacher: training {teacher_model['name']}-{teacher_model['width']} on {data['name']} ({t_steps} steps)")
+        teacher = run(parse_run(teacher_recipe), teacher_dir, resume=(teacher_dir / "config.yaml").is_file())
+    tcfg = {"model": teacher_model, "checkpoint": str(teacher_dir / "export" / "model.safetensors"), "cache": True}
+    settings = {
+        "scratch": {"name": "supervised"},
+        "kd (B1)": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
+        "kd+fitnets (B1+B2)": {"name": "fitnets", "temperature": 4.0, "alpha": 0.9, "hint_weight": 1.0},
+        "label_free +unlabeled (K7)": {"name": "label_free", "use_unlabeled": True},
+    }
+    rows = [{"name": f"teacher {teacher_model['name']}-{teacher_model['width']}", "acc": teacher["test"]["acc"],
+             "val": teacher["val"]["acc"], "params": teacher["params"], "latency_ms": teacher["latency_ms"],
+             "train_s": teacher["wall_clock_s"], "dir": str(teacher_dir)}]
+    for label, method in settings.items():
+        slug = label.split(" ")[0].replace("+", "_")
+        recipe = {"description": f"demo: {label}", "method": method, "data": data, "student": student_model,
+                  "trainer": {"steps": s_steps, "batch_size": batch, **quiet, "optim": optim}}
+        if method["name"] != "supervised":
+            recipe["teacher"] = tcfg
+        print(f"student: {label}")
+        s = run(parse_run(recipe), out / slug)
+        rows.append({"name": label, "acc": s["test"]["acc"], "val": s["val"]["acc"], "params": s["params"],
+                     "latency_ms": s["latency_ms"], "train_s": s["wall_clock_s"], "dir": slug})
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| model | test acc | val acc | params | latency (ms, batch 1) | train time (s) |\n|---|---|---|---|---|---|\n"
+    return head + "".join(f"| {r['name']} | {r['acc']:.4f} | {r['val']:.4f} | {r['params']:,} | {r['latency_ms']:.3f} | "
+                          f"{r['train_s']:.1f} |\n" for r in rows)
+
+
+def run_demo(pillar: str = "all", out: str | Path = "runs/demo", fast: bool = False) -> int:
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out.with_name(f"{out.name}-{stamp}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    sections = []
+    if pillar in ("all", "kd"):
+        rows = kd_tour(out / "kd", fast)
+        bar_chart(rows, "acc", out / "kd_accuracy.png", "KD demo: test accuracy")
+        print("\n" + table(rows))
+        links = ", ".join(f"[{r['name']}](kd/{r['dir']}/plots/train.png)" for r in rows[1:])
+        sections.append("## Knowledge distillation\n\n" + table(rows) + "\n![accuracy](kd_accuracy.png)\n\n"
+                        f"Training curves: {links}\n\nOne seed each: see `benchmarks/results/kd_fmnist.md` for "
+                        "the 3-seed comparison with standard deviations.\n")
+    report = (f"# potstill demo\n\n- machine: {machine()}\n- wall-clock: {time.time() - t0:.0f} s\n"
+              f"- date: {time.strftime('%Y-%m-%d %H:%M')}\n\n" + "\n".join(sections))
+    atomic_write_text(out / "report.md", report)
+    print(f"report: {out / 'report.md'}  ({time.time() - t0:.0f} s)")
+    return 0
