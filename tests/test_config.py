@@ -87,3 +87,4 @@ def test_unknown_optimizer_group_is_an_error(tmp_path, digits):
                    "trainer": {"steps": 1, "progress": False, "optim": {"critic": {"lr": 0.1}}}})
     with pytest.raises(ConfigError, match="trainer.optim.critic: Supervised has no parameter group 'critic'; its groups: student"):
         potstill.core.run.run(cfg, tmp_path / "r", bundle=digits)
+    assert not (tmp_path / "r").exists(), "nothing is written for a bad recipe"

@@ -27,7 +27,7 @@ from .config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from .method import BuildContext, Method
 from .registry import DATASETS, METHODS, Spec
 from .teacher import TeacherConfig
-from .trainer import Trainer, TrainerConfig, seed_everything
+from .trainer import Trainer, TrainerConfig, check_optim_groups, seed_everything
 
 TOP_KEYS = ("description", "method", "data", "student", "teacher", "trainer")
 #: keys that may change when a run is resumed
@@ -158,6 +158,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     elif (out / "config.yaml").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     method, bundle = build(cfg, bundle)  # may raise on bad teacher/student before anything is written
+    check_optim_groups(cfg.trainer, method)
     train_data = method.train_data(bundle)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)

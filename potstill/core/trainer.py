@@ -85,6 +85,19 @@ class TrainerConfig:
         return self.optim.get(group) or self.optim.get("default") or OptimConfig()
 
 
+def check_optim_groups(cfg: TrainerConfig, method) -> dict[str, list[torch.nn.Parameter]]:
+    """The method's trainable groups; an optimizer section for a group it lacks is an error."""
+    groups = {g: [p for p in ps if p.requires_grad] for g, ps in method.param_groups().items()}
+    unknown = sorted(set(cfg.optim) - set(groups) - {"default"})
+    if unknown:
+        raise ConfigError(f"trainer.optim.{unknown[0]}: {type(method).__name__} has no parameter group "
+                          f"{unknown[0]!r}; its groups: {', '.join(groups)} (or 'default')")
+    for g, ps in groups.items():
+        if not ps:
+            raise ValueError(f"parameter group {g!r} of {type(method).__name__} is empty")
+    return groups
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -200,14 +213,7 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         device = dist.init(cfg.device)
         self.method = method.to(device)
-        self.groups = {g: [p for p in ps if p.requires_grad] for g, ps in method.param_groups().items()}
-        unknown = sorted(set(cfg.optim) - set(self.groups) - {"default"})
-        if unknown:
-            raise ConfigError(f"trainer.optim.{unknown[0]}: {type(method).__name__} has no parameter group "
-                              f"{unknown[0]!r}; its groups: {', '.join(self.groups)} (or 'default')")
-        for g, ps in self.groups.items():
-            if not ps:
-                raise ValueError(f"parameter group {g!r} of {type(method).__name__} is empty")
+        self.groups = check_optim_groups(cfg, method)
         self.optimizers = {g: cfg.group_optim(g).make(ps) for g, ps in self.groups.items()}
         dist.broadcast_module(method)
 
@@ -229,6 +235,8 @@ class Trainer:
                 lines = [ln for ln in logger.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
                 logger.path.write_text("".join(ln + "\n" for ln in lines))
         else:
+            if resume and logger.path is not None and logger.path.exists() and dist.is_main():
+                logger.path.unlink()  # killed before its first checkpoint: start the log over
             torch.manual_seed(cfg.seed * 7919 + dist.rank())
         for cb in self.callbacks:
             cb.on_fit_start(self)

@@ -1,0 +1,33 @@
+from pathlib import Path
+
+import pytest
+
+import potstill
+from potstill.demo import run_demo
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml"))
+
+
+def test_every_registered_catalog_method_has_a_recipe():
+    used = {potstill.resolve(r).method.name for r in RECIPES}
+    for name in potstill.METHODS.names():
+        assert name in used, f"method {name!r} has no recipe under recipes/"
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_recipe_resolves_strictly(recipe):
+    cfg = potstill.resolve(recipe)
+    assert cfg.description, "recipes say what they are for"
+    assert potstill.resolve(cfg.to_dict()).to_dict() == cfg.to_dict()
+
+
+def test_fast_demo_writes_a_report(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
+    assert run_demo("kd", tmp_path / "demo", fast=True) == 0
+    report = (tmp_path / "demo" / "report.md").read_text()
+    for name in ("teacher", "scratch", "kd (B1)", "kd+fitnets (B1+B2)", "label_free"):
+        assert name in report
+    assert (tmp_path / "demo" / "kd_accuracy.png").is_file()
+    # the teacher is cached and reused by the next demo
+    run_demo("kd", tmp_path / "demo2", fast=True)
+    assert "teacher: reusing" in capsys.readouterr().out
