@@ -1,4 +1,5 @@
-"""KD benchmark on Fashion-MNIST: teacher ConvNet-128 -> student ConvNet-32 (1/14 of the params).
+"""KD benchmark on Fashion-MNIST: teacher ConvNet-128 -> students ConvNet-32 (1/14 of the params)
+and ConvNet-16 (1/49).
 
 Protocol (fixed): 10,000 labelled training images (class-balanced), 45,000 held back without
 labels, 5,000 validation images, the 10,000 official test images for the final number only.
@@ -8,12 +9,13 @@ trained once (seed 0). Settings:
 
     scratch            supervised cross-entropy on the 10k labels
     kd                 B1 Hinton KD, T=4, alpha=0.9
-    kd+fitnets         B1 + B2 hints on the conv trunk through a 1x1 projector (32 -> 128 channels)
+    kd+fitnets         B1 + B2 hints on the conv trunk through a 1x1 projector (width -> 128 channels)
     label_free         K7 SSLD, JS divergence, labels never read, the same 10k images
     label_free+unl     K7 SSLD with the 45k unlabeled images added to the pool
 
 Resumable cell by cell: each (setting, seed) is a run folder; finished cells are read back,
 half-finished ones resumed from their checkpoint. Results are appended as cells finish.
+Every setting runs for each student width (``--widths``).
 
     python benchmarks/kd_fmnist.py                 # full (~25 min on 2 CPU cores)
     python benchmarks/kd_fmnist.py --fast          # a 1-minute smoke version (not a result)
@@ -55,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default=str(ROOT / "benchmarks/runs/kd_fmnist"), help="run folders (resumable)")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"), help="where kd_fmnist.{json,md,png} go")
+    ap.add_argument("--widths", type=int, nargs="+", default=[32, 16], help="student ConvNet widths")
     ap.add_argument("--threads", type=int, default=2, help="torch threads per run")
     ap.add_argument("--fast", action="store_true", help="tiny step counts: a smoke test, not a result")
     args = ap.parse_args(argv)
@@ -78,59 +81,76 @@ def main(argv=None) -> int:
         for line in cells_path.read_text().splitlines():
             r = json.loads(line)
             done[(r["setting"], r["seed"])] = r
-    for name, (recipe, extra) in SETTINGS.items():
-        for seed in args.seeds:
-            if (name, seed) in done:
-                continue
-            s = run_cell(recipes / recipe, tcommon + extra + [f"trainer.seed={seed}"], out / f"{name}-s{seed}")
-            rec = {"setting": name, "seed": seed, "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"],
-                   "wall_clock_s": s["wall_clock_s"], "params": s["params"], "latency_ms": s["latency_ms"],
-                   "train_rows": s["train_rows"]}
-            done[(name, seed)] = rec
-            with open(cells_path, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(f"{name:16s} seed {seed}: test {rec['test_acc']:.4f} val {rec['val_acc']:.4f} ({rec['wall_clock_s']:.0f} s)", flush=True)
+    keys = [f"w{w}/{name}" for w in args.widths for name in SETTINGS]
+    for w in args.widths:
+        for name, (recipe, extra) in SETTINGS.items():
+            key = f"w{w}/{name}"
+            for seed in args.seeds:
+                if (key, seed) in done:
+                    continue
+                s = run_cell(recipes / recipe, tcommon + extra + [f"student.width={w}", f"trainer.seed={seed}"],
+                             out / f"w{w}-{name}-s{seed}")
+                rec = {"setting": key, "seed": seed, "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"],
+                       "wall_clock_s": s["wall_clock_s"], "params": s["params"], "latency_ms": s["latency_ms"],
+                       "train_rows": s["train_rows"]}
+                done[(key, seed)] = rec
+                with open(cells_path, "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(f"{key:20s} seed {seed}: test {rec['test_acc']:.4f} val {rec['val_acc']:.4f} "
+                      f"({rec['wall_clock_s']:.0f} s)", flush=True)
 
-    def agg(name, key):
-        return stat([done[(name, s)][key] for s in args.seeds])
+    def agg(key, field):
+        return stat([done[(key, s)][field] for s in args.seeds])
 
     metrics, baselines = {}, {"teacher/test_acc": stat([teacher["test"]["acc"]]),
+                              "teacher/val_acc": stat([teacher["val"]["acc"]]),
                               "teacher/params": stat([teacher["params"]])}
-    for name in SETTINGS:
-        target = baselines if name == "scratch" else metrics
-        for key in ("test_acc", "val_acc", "wall_clock_s", "latency_ms"):
-            target[f"{name}/{key}"] = agg(name, key)
-        target[f"{name}/params"] = agg(name, "params")
-    sc = baselines["scratch/test_acc"]
     verdicts = []
-    for name in list(SETTINGS)[1:]:
-        m = metrics[f"{name}/test_acc"]
-        gap = m["mean"] - sc["mean"]
-        verdicts.append(f"{name}: {gap * 100:+.2f} points vs scratch "
-                        f"({'more' if gap > max(m['std'], sc['std']) else 'NOT more'} than one std)")
+    for w in args.widths:
+        scratch = f"w{w}/scratch"
+        for name in SETTINGS:
+            key = f"w{w}/{name}"
+            target = baselines if name == "scratch" else metrics
+            for field in ("test_acc", "val_acc", "wall_clock_s", "latency_ms", "params"):
+                target[f"{key}/{field}"] = agg(key, field)
+            if name == "scratch":
+                continue
+            # same seed = same student init and batch order, so the per-seed difference is paired
+            metrics[f"{key}/test_gain_vs_scratch"] = stat(
+                [done[(key, s)]["test_acc"] - done[(scratch, s)]["test_acc"] for s in args.seeds])
+            m, sc = metrics[f"{key}/test_acc"], baselines[f"{scratch}/test_acc"]
+            gap = m["mean"] - sc["mean"]
+            verdicts.append(f"{key}: {gap * 100:+.2f} points vs scratch "
+                            f"({'more' if gap > max(m['std'], sc['std']) else 'NOT more'} than one std)")
+    total = teacher["wall_clock_s"] + sum(done[(k, s)]["wall_clock_s"] for k in keys for s in args.seeds)
+    params = {w: done[(f"w{w}/scratch", args.seeds[0])]["params"] for w in args.widths}
     result = {
         "catalog_ids": ["B1", "B2", "K7"],
         "command": "python benchmarks/kd_fmnist.py" + (" --fast" if args.fast else "") +
-                   (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else ""),
+                   (f" --seeds {' '.join(map(str, args.seeds))}" if args.seeds != [0, 1, 2] else "") +
+                   (f" --widths {' '.join(map(str, args.widths))}" if args.widths != [32, 16] else ""),
         "dataset": "fmnist: 10k labelled train (class-balanced), 45k unlabeled, 5k val, 10k official test",
         "seeds": args.seeds,
         "metrics": metrics,
         "baselines": baselines,
         # training wall-clock of every run in the table (teacher + all cells), however many invocations it took
-        "wall_clock_s": round(teacher["wall_clock_s"] + sum(done[(n, s)]["wall_clock_s"] for n in SETTINGS for s in args.seeds), 1),
+        "wall_clock_s": round(total, 1),
         "machine": machine() + f", {args.threads} torch thread(s) per run",
         "date": time.strftime("%Y-%m-%d"),
         "notes": ("Teacher ConvNet-128 (309k params) trained once (seed 0, 25 epochs on the 10k labels). Students "
-                  "ConvNet-32 (22k params, 1/14), 1560 steps at batch 128, Adam lr 2e-3 cosine, last step reported; "
-                  "hyperparameters are the papers' common defaults (T=4, alpha=0.9, JS at T=1, hint weight 1), "
-                  "not tuned; test accuracy is only read at the end. Per-cell wall_clock_s is training time with "
-                  "teacher outputs cached (cache build time excluded). " + "; ".join(verdicts) + "."),
+                  + ", ".join(f"ConvNet-{w} ({params[w]:,} params, 1/{teacher['params'] / params[w]:.0f})" for w in args.widths)
+                  + ": 1560 steps at batch 128 (20 epochs of the labelled set), Adam lr 2e-3 cosine, last step "
+                  "reported; the same seed gives the same init and batch order in every setting. Hyperparameters "
+                  "are the papers' common defaults (T=4, alpha=0.9; JS at T=1; hint weight 1), not tuned; test "
+                  "accuracy is only read at the end of each run. 'More than one std' means the gap of the means "
+                  "exceeds the larger of the two sample stds. Per-cell wall_clock_s is training time with teacher "
+                  "outputs cached (cache build excluded). " + "; ".join(verdicts) + "."),
     }
     write_result(Path(args.results) / f"kd_fmnist{tag}.json", result)
-    write_markdown(Path(args.results) / f"kd_fmnist{tag}.md", result, "KD on Fashion-MNIST: ConvNet-128 -> ConvNet-32")
-    rows = [{"name": "teacher (309k)", "acc": teacher["test"]["acc"], "err": 0.0}]
-    rows += [{"name": n, "acc": (baselines | metrics)[f"{n}/test_acc"]["mean"],
-              "err": (baselines | metrics)[f"{n}/test_acc"]["std"]} for n in SETTINGS]
+    write_markdown(Path(args.results) / f"kd_fmnist{tag}.md", result, "KD on Fashion-MNIST: ConvNet-128 teacher, small ConvNet students")
+    rows = [{"name": "teacher ConvNet-128", "acc": teacher["test"]["acc"], "err": 0.0}]
+    rows += [{"name": k, "acc": (baselines | metrics)[f"{k}/test_acc"]["mean"],
+              "err": (baselines | metrics)[f"{k}/test_acc"]["std"]} for k in keys]
     bar_chart(rows, "acc", Path(args.results) / f"kd_fmnist{tag}.png", "test accuracy (mean ± std over seeds)", "err")
     print("\n".join(verdicts))
     return 0

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from .data import ArrayData, DataBundle
 
 @dataclass
 class DistillResult:
-    model: Any            # the exported artefact (a student nn.Module for KD methods)
+    model: Any            # the exported artefact (a copy; EMA weights when trainer ema_decay > 0)
     method: Method        # the trained method, with every group's state
     summary: dict
 
@@ -39,6 +40,8 @@ def as_array_data(data, what: str) -> ArrayData | None:
         x, y = (torch.as_tensor(t) for t in data)
         return ArrayData(x.float(), y.long())
     if torch.is_tensor(data):
+        if what != "train_data":
+            raise TypeError(f"{what}: evaluation data needs labels: pass (x, y)")
         return ArrayData(data.float(), torch.full((len(data),), -1, dtype=torch.long))
     if isinstance(data, torch.utils.data.DataLoader) or hasattr(data, "__iter__"):
         return None
@@ -60,9 +63,13 @@ def distill(teacher: nn.Module | None, student: nn.Module, train_data, method: s
     """
     cls = METHODS.get(method, "method")
     mcfg = from_dict(cls.Config, method_kwargs, "method")
-    tcfg_raw = {"steps": steps, "batch_size": batch_size, "seed": seed, "progress": progress,
-                "optim": {"default": {"name": optimizer, "lr": lr}}, **(trainer or {})}
+    trainer = dict(trainer or {})
+    optim = {g: dict(v or {}) for g, v in (trainer.pop("optim", None) or {}).items()}
+    optim["default"] = {"name": optimizer, "lr": lr, **optim.get("default", {})}  # explicit trainer.optim wins
+    tcfg_raw = {"steps": steps, "batch_size": batch_size, "seed": seed, "progress": progress, "optim": optim, **trainer}
     tcfg = from_dict(TrainerConfig, tcfg_raw, "trainer")
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise ConfigError(f"out: {out} is not empty; choose a new folder (or use potstill.run_recipe(..., resume=True))")
     train = as_array_data(train_data, "train_data")
     val, test = as_array_data(val_data, "val_data"), as_array_data(test_data, "test_data")
     if (val_data is not None and val is None) or (test_data is not None and test is None):
@@ -86,8 +93,11 @@ def distill(teacher: nn.Module | None, student: nn.Module, train_data, method: s
     pool = m.train_data(bundle) if train is not None else train_data
     if cache_teacher and m.cacheable_teacher and isinstance(pool, ArrayData) and hasattr(m, "teacher"):
         m.teacher.attach_cache(pool.x)
-    result = Trainer(tcfg, out, desc=method).fit(m, pool, val, test)
-    return DistillResult(m.export(), m, result)
+    trainer_obj = Trainer(tcfg, out, desc=method)
+    result = trainer_obj.fit(m, pool, val, test)
+    with trainer_obj.averaged():  # with EMA on, the artefact is the averaged one (as evaluated)
+        model = copy.deepcopy(m.export())
+    return DistillResult(model, m, result)
 
 
 __all__ = ["distill", "DistillResult", "OptimConfig", "ConfigError"]

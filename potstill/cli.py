@@ -125,11 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     from .core.config import ConfigError
     from .data import DataError
 
+    from .core import distributed
+
     try:
         return args.fn(args)
     except (ConfigError, DataError) as e:
         print(f"potstill: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.close()
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def kd_tour(out: Path, fast: bool = False) -> list[dict]:
     if fast or not fmnist.available():
         if not fast:
             print("Fashion-MNIST not found (apt-get install -y dataset-fashion-mnist); using scikit-learn digits instead.")
-        data = {"name": "digits"}
+        data = {"name": "digits", "train_size": 600}  # the rest of the training split is the unlabeled pool
         teacher_model, student_model = {"name": "convnet", "width": 32, "depth": 2}, {"name": "convnet", "width": 8, "depth": 2}
         t_steps, s_steps, batch = (30, 20, 64) if fast else (400, 400, 64)
     else:

@@ -64,7 +64,7 @@ def test_splits_are_disjoint_and_stratified():
     assert len(taken) == 100 and len(set(taken.tolist()) & set(rest.tolist())) == 0
     assert torch.bincount(y[taken]).tolist() == [10] * 10
     data = ArrayData(torch.arange(1000).float().unsqueeze(1), y)
-    train, val, unl = carve(data, 100, 300, seed=0, what="t")
+    train, val, unl = carve(data, 100, 300, seed=0)
     ids = [set(d.x.squeeze(1).long().tolist()) for d in (train, val, unl)]
     assert sum(map(len, ids)) == 1000 and len(ids[0] | ids[1] | ids[2]) == 1000
 

@@ -26,12 +26,15 @@ def test_taps_record_named_module_outputs_with_grad():
     model = net()
     taps = FeatureTaps(model, ["features"])
     x = torch.randn(2, 1, 8, 8)
-    logits = model(x)
+    model(x)
+    assert taps.outputs == {}, "outside recording() nothing is kept"
+    with taps.recording():
+        logits = model(x)
     feat = taps.outputs["features"]
     assert torch.allclose(model.classifier(feat.flatten(1)), logits)
     assert feat.requires_grad
     taps.remove()
-    with pytest.raises(ConfigError, match="no module named 'feature' to tap; modules: features, features.0"):
+    with pytest.raises(ConfigError, match="taps: no module named 'feature' to tap; modules: features, features.0"):
         FeatureTaps(model, ["feature"])
 
 

@@ -30,7 +30,8 @@ class Callback:
 
 
 class EMA(Callback):
-    """Exponential moving average of every trainable parameter: θ_ema <- d·θ_ema + (1-d)·θ.
+    """Exponential moving average of every trainable parameter and floating-point buffer:
+    θ_ema <- d·θ_ema + (1-d)·θ.
 
     ``swap()`` puts the averaged weights in place (for evaluation and export) and restores after.
     The decay warms up as min(d, (1+n)/(10+n)) so early averages are not dominated by init.
@@ -45,9 +46,12 @@ class EMA(Callback):
         self.updates = 0
 
     def on_fit_start(self, trainer) -> None:
-        self.params = [p for ps in trainer.groups.values() for p in ps]
+        # trainable parameters and floating-point buffers (e.g. BatchNorm running statistics)
+        buffers = [b for n, b in trainer.method.named_buffers() if not n.startswith("teacher.") and b.is_floating_point()]
+        self.params = [p for ps in trainer.groups.values() for p in ps] + buffers
         if not self.shadow:
             self.shadow = [p.detach().clone() for p in self.params]
+        self.shadow = [s.to(p.device) for s, p in zip(self.shadow, self.params)]
 
     @torch.no_grad()
     def on_step_end(self, trainer, step, logs) -> None:
@@ -120,6 +124,12 @@ class Logger(Callback):
         if self.bar is not None:
             self.bar.close()
 
+    def state_dict(self):
+        return {}, {"sums": self.sums, "count": self.count}
+
+    def load_state_dict(self, tensors, meta):
+        self.sums, self.count = dict(meta.get("sums", {})), meta.get("count", 0)
+
 
 class Evaluator(Callback):
     """Evaluate on the validation split every ``every`` steps (never on the test split)."""
@@ -154,8 +164,8 @@ class Evaluator(Callback):
 class Checkpointer(Callback):
     name = "checkpoint"
 
-    def __init__(self, every: int, root: Path | None, keep: int):
-        self.every, self.root, self.keep = every, root, keep
+    def __init__(self, every: int, root: Path | None):
+        self.every, self.root = every, root
 
     def on_step_end(self, trainer, step, logs) -> None:
         if self.root is not None and self.every > 0 and step % self.every == 0:

@@ -3,7 +3,8 @@
 A checkpoint is a folder ``step-NNNNNNN/`` with ``state.safetensors`` (all tensors) and
 ``meta.json`` (everything else). It is written under a temporary name and renamed into place,
 then the one-line ``latest`` file is replaced atomically, so a run killed at any moment leaves
-either the previous checkpoint or the new one, never half of one.
+either the previous checkpoint or the new one, never half of one. (Atomic against a killed
+process; no fsync, so not against a power cut.)
 """
 from __future__ import annotations
 
@@ -104,31 +105,44 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[s
 def save_checkpoint(root: str | Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep: int = 2) -> Path:
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step-*"):  # temporaries of a process killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:07d}."))
     try:
         atomic_save_safetensors(tensors, tmp / "state.safetensors")
         atomic_write_json(tmp / "meta.json", meta)
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # same step saved again (a finished run resumed): move the old one aside first
+            os.replace(final, tmp.with_name(tmp.name + ".old"))
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(root / "latest", final.name + "\n")
+    shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
     if keep > 0:
-        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+        for old in sorted((p for p in root.glob("step-*") if p.is_dir()), key=_step_of)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
     root = Path(root)
     pointer = root / "latest"
-    if not pointer.is_file():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "meta.json").is_file() else None
+    if pointer.is_file():
+        path = root / pointer.read_text().strip()
+        if (path / "meta.json").is_file() and (path / "state.safetensors").is_file():
+            return path
+    # no (valid) pointer: the newest complete checkpoint folder, if any
+    complete = [p for p in root.glob("step-*") if (p / "meta.json").is_file() and (p / "state.safetensors").is_file()]
+    return max(complete, key=_step_of) if complete else None
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

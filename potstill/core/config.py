@@ -65,6 +65,8 @@ def apply_overrides(data: dict, overrides: list[str] | dict[str, Any]) -> dict:
             nxt = node.get(part)
             if nxt is None:
                 nxt = node[part] = {}
+            elif isinstance(nxt, str):  # registry shorthand `method: kd` -> {name: kd}
+                nxt = node[part] = {"name": nxt}
             if not isinstance(nxt, dict):
                 raise ConfigError(f"override {key}: {'.'.join(parts[:i + 1])} is a value, not a section")
             node = nxt
@@ -91,14 +93,13 @@ def coerce(value: Any, tp, key: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if origin is typing.Literal:
         choices = get_args(tp)
@@ -170,6 +171,8 @@ def from_dict(cls, data: Any, key: str = ""):
             raise ConfigError(f"missing required key {sub!r}")
     try:
         return cls(**kwargs)
+    except ConfigError:
+        raise
     except (ValueError, TypeError) as e:  # __post_init__ validation
         raise ConfigError(f"{where}: {e}") from None
 

@@ -46,6 +46,23 @@ def all_reduce_grads(params) -> None:
             p.grad.div_(n)
 
 
+def gather_rng_states() -> list[dict[str, torch.Tensor]]:
+    """Every process's RNG states (a collective call under torchrun)."""
+    own = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        own["cuda"] = torch.cuda.get_rng_state()
+    if world_size() == 1:
+        return [own]
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, own)
+    return out
+
+
+def close() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def broadcast_module(module: torch.nn.Module) -> None:
     if world_size() == 1:
         return

@@ -7,7 +7,7 @@ group's parameters only (``backward(inputs=...)``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -86,7 +86,6 @@ class BuildContext:
     teacher_spec: Any = None                    # TeacherConfig
     student_module: nn.Module | None = None     # from the Python API
     teacher_module: nn.Module | None = None
-    extra: dict = field(default_factory=dict)
 
     def student(self) -> nn.Module:
         if self.student_module is not None:
@@ -99,13 +98,13 @@ class BuildContext:
 
         return build_model(self.student_spec, self.data.in_shape, self.data.num_classes, "student")
 
-    def teacher(self, taps: tuple[str, ...] | list[str] = ()):
+    def teacher(self, taps: tuple[str, ...] | list[str] = (), key: str = "teacher taps"):
         from .teacher import Teacher, load_teacher
 
         if self.teacher_module is not None:
-            return Teacher(self.teacher_module, taps)
+            return Teacher(self.teacher_module, taps, key)
         if self.teacher_spec is None:
             from .config import ConfigError
 
             raise ConfigError("this method needs a teacher: add a 'teacher: {model: {...}, checkpoint: ...}' section")
-        return load_teacher(self.teacher_spec, self.data, taps)
+        return load_teacher(self.teacher_spec, self.data, taps, key)

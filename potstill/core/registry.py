@@ -74,9 +74,6 @@ class Registry:
         self.get(name, f"{key}.name")
         return Spec(name, from_dict(self._configs[name], fields, key))
 
-    def build_config(self, name: str, **kwargs):
-        return from_dict(self.config_cls(name), kwargs, name)
-
 
 METHODS = Registry("method")
 MODELS = Registry("model")

@@ -11,7 +11,6 @@ Run folder::
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import platform
 import time
@@ -65,7 +64,7 @@ def parse_run(raw: dict) -> RunConfig:
     student = MODELS.parse(raw["student"], "student") if raw.get("student") is not None else None
     teacher = from_dict(TeacherConfig, raw["teacher"], "teacher") if raw.get("teacher") is not None else None
     if teacher is not None and teacher.model is not None:
-        MODELS.parse(teacher.model, "teacher.model")  # check now, build later
+        teacher.model = MODELS.parse(teacher.model, "teacher.model").to_dict()  # checked, defaults filled
     return RunConfig(method=METHODS.parse(raw["method"], "method"), data=DATASETS.parse(raw["data"], "data"),
                      trainer=from_dict(TrainerConfig, raw.get("trainer") or {}, "trainer"),
                      student=student, teacher=teacher, description=str(raw.get("description") or ""))
@@ -151,20 +150,33 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     from ..models import count_params
 
     out = Path(out)
-    if resume:
-        if not (out / "config.yaml").is_file():
-            raise ConfigError(f"--resume: {out} holds no run (no config.yaml)")
-        _check_resume(out, cfg)
-    elif (out / "config.yaml").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    method, bundle = build(cfg, bundle)  # may raise on bad teacher/student before anything is written
+    device = dist.init(cfg.trainer.device)  # join torchrun's group first: only rank 0 checks and writes
+    if dist.is_main():
+        if resume:
+            if not (out / "config.yaml").is_file():
+                raise ConfigError(f"--resume: {out} holds no run (no config.yaml)")
+            _check_resume(out, cfg)
+        elif (out / "config.yaml").exists():
+            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if cfg.trainer.batch_size % dist.world_size():
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by the "
+                          f"{dist.world_size()} processes")
+    # everything that can fail on a bad recipe happens before the run folder is written
+    method, bundle = build(cfg, bundle)
     check_optim_groups(cfg.trainer, method)
     train_data = method.train_data(bundle)
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    dist.barrier()
     if cfg.teacher is not None and cfg.teacher.cache and method.cacheable_teacher and hasattr(method, "teacher"):
-        method.teacher.attach_cache(train_data.x, cfg.teacher.cache_dir or None, progress=cfg.trainer.progress)
+        method.teacher.to(device)
+        cache_dir = cfg.teacher.cache_dir or None
+        if dist.is_main():  # rank 0 computes (and stores) the cache; the others then read the file
+            method.teacher.attach_cache(train_data.x, cache_dir, progress=cfg.trainer.progress)
+        dist.barrier()
+        if not dist.is_main():
+            method.teacher.attach_cache(train_data.x, cache_dir)
 
     t0 = time.time()
     trainer = Trainer(cfg.trainer, out, callbacks, desc=cfg.method.name)
@@ -188,4 +200,4 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     return summary
 
 
-__all__ = ["RunConfig", "parse_run", "resolve", "build", "run", "load_model", "dataclasses"]
+__all__ = ["RunConfig", "parse_run", "resolve", "build", "run", "load_model"]

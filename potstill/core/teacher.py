@@ -1,6 +1,7 @@
 """Frozen teachers with forward-hook feature taps and an optional on-disk output cache."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,25 +16,38 @@ from .config import ConfigError
 class FeatureTaps:
     """Record the outputs of named submodules with forward hooks.
 
-    ``taps = FeatureTaps(model, ["features.4"])``; after ``model(x)``, ``taps.outputs["features.4"]``
-    holds that module's output (with its graph, when the model is being trained).
+    ``taps = FeatureTaps(model, ["features.4"])``; inside ``with taps.recording(): model(x)``,
+    ``taps.outputs["features.4"]`` receives that module's output (with its graph when the model
+    is being trained). Outside ``recording()`` the hooks keep nothing, so a tapped model that is
+    later used on its own holds no feature maps. ``key`` names the setting in errors.
     """
 
-    def __init__(self, model: nn.Module, names: list[str] | tuple[str, ...]):
+    def __init__(self, model: nn.Module, names: list[str] | tuple[str, ...], key: str = "taps"):
         modules = dict(model.named_modules())
         self.outputs: dict[str, torch.Tensor] = {}
         self._handles = []
+        self._on = False
         for name in names:
             if name not in modules:
                 valid = ", ".join(n for n in modules if n) or "(none)"
-                raise ConfigError(f"no module named {name!r} to tap; modules: {valid}")
+                raise ConfigError(f"{key}: no module named {name!r} to tap; modules: {valid}")
             self._handles.append(modules[name].register_forward_hook(self._hook(name)))
 
     def _hook(self, name: str):
         def fn(_module, _inputs, output):
-            self.outputs[name] = output
+            if self._on:
+                self.outputs[name] = output
 
         return fn
+
+    @contextlib.contextmanager
+    def recording(self):
+        self.outputs.clear()
+        self._on = True
+        try:
+            yield self.outputs
+        finally:
+            self._on = False
 
     def remove(self) -> None:
         for h in self._handles:
@@ -52,13 +66,14 @@ class Teacher(nn.Module):
 
     ``taps`` names submodules whose outputs are returned in ``features``. With a cache attached
     (:meth:`attach_cache`), calls that pass the examples' ``index`` read precomputed outputs.
+    The wrapped module is put in eval mode with ``requires_grad=False`` (in place).
     """
 
-    def __init__(self, model: nn.Module, taps: list[str] | tuple[str, ...] = ()):
+    def __init__(self, model: nn.Module, taps: list[str] | tuple[str, ...] = (), key: str = "teacher taps"):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tap_names = tuple(taps)
-        self._taps = FeatureTaps(model, self.tap_names)
+        self._taps = FeatureTaps(model, self.tap_names, key)
         self._cache: dict[str, torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> "Teacher":  # a teacher never leaves eval mode
@@ -67,13 +82,16 @@ class Teacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> TeacherOutput:
         if self._cache is not None and index is not None:
+            if len(index) and int(index.max()) >= len(self._cache["logits"]):
+                raise IndexError(f"teacher cache holds {len(self._cache['logits'])} rows; got index {int(index.max())} "
+                                 "(the cache belongs to another training pool)")
             idx = index.to(self._cache["logits"].device)
             dev = x.device
             return TeacherOutput(self._cache["logits"][idx].to(dev),
                                  {n: self._cache[f"feat/{n}"][idx].to(dev) for n in self.tap_names})
-        self._taps.outputs.clear()
-        logits = self.model(x)
-        return TeacherOutput(logits, {n: self._taps.outputs[n] for n in self.tap_names})
+        with self._taps.recording() as feats:
+            logits = self.model(x)
+        return TeacherOutput(logits, {n: feats[n] for n in self.tap_names})
 
     def fingerprint(self, x: torch.Tensor) -> str:
         h = hashlib.sha256()
@@ -130,7 +148,7 @@ class TeacherConfig:
     cache_dir: str = ""                  # keep the cache on disk here (reused across runs)
 
 
-def load_teacher(cfg: TeacherConfig, data, taps=()) -> Teacher:
+def load_teacher(cfg: TeacherConfig, data, taps=(), key: str = "teacher taps") -> Teacher:
     from ..models import build_model
     from .checkpoint import load_module_weights
 
@@ -140,4 +158,4 @@ def load_teacher(cfg: TeacherConfig, data, taps=()) -> Teacher:
         raise ConfigError("teacher.checkpoint: give the teacher's weights (e.g. runs/teacher/export/model.safetensors)")
     model = build_model(cfg.model, data.in_shape, data.num_classes, "teacher.model")
     load_module_weights(model, cfg.checkpoint, "teacher.checkpoint")
-    return Teacher(model, taps)
+    return Teacher(model, taps, key)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -19,8 +20,8 @@ import torch
 
 from . import distributed as dist
 from .callbacks import EMA, Callback, Checkpointer, Evaluator, Logger, Timer
-from .checkpoint import flatten_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_optimizer
-from .config import ConfigError
+from .checkpoint import atomic_write_text, flatten_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_optimizer
+from .config import ConfigError, from_dict, to_dict
 
 
 @dataclass
@@ -65,13 +66,14 @@ class TrainerConfig:
     steps: int = 1000
     batch_size: int = 128                    # global batch (split across torchrun processes)
     seed: int = 0
-    optim: dict[str, OptimConfig] = field(default_factory=lambda: {"default": OptimConfig()})
+    # per parameter group; a group's fields override those of "default" (see `potstill list --config`)
+    optim: dict[str, dict[str, Any]] = field(default_factory=lambda: {"default": {}})
     log_every: int = 50
     eval_every: int = 0                      # 0: evaluate on the validation split only at the end
     ckpt_every: int = 0                      # 0: checkpoint only at the end
     keep_checkpoints: int = 2
     ema_decay: float = 0.0                   # 0: no EMA; else evaluate/export the EMA weights
-    device: str = "auto"                     # auto | cpu | cuda
+    device: str = "auto"                     # auto | cpu | cuda | cuda:N
     threads: int = 0                         # torch CPU threads (0: torch's default)
     progress: bool = True
 
@@ -80,9 +82,15 @@ class TrainerConfig:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise ConfigError(f"trainer.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N")
+        default = from_dict(OptimConfig, self.optim.get("default") or {}, "trainer.optim.default")
+        self.optim = {**self.optim, "default": to_dict(default)}
+        self._optim = {g: from_dict(OptimConfig, {**self.optim["default"], **(raw or {})}, f"trainer.optim.{g}")
+                       for g, raw in self.optim.items()}
 
     def group_optim(self, group: str) -> OptimConfig:
-        return self.optim.get(group) or self.optim.get("default") or OptimConfig()
+        return self._optim.get(group) or self._optim["default"]
 
 
 def check_optim_groups(cfg: TrainerConfig, method) -> dict[str, list[torch.nn.Parameter]]:
@@ -136,7 +144,11 @@ class Trainer:
             yield
 
     def save_checkpoint(self) -> Path | None:
-        if self.out is None or not dist.is_main():
+        """Write a checkpoint (rank 0). Every process must call it: RNG states are gathered."""
+        if self.out is None:
+            return None
+        rng = dist.gather_rng_states()  # collective: each process's CPU (and CUDA) generator state
+        if not dist.is_main():
             return None
         tensors = {f"method/{k}": v for k, v in self.method.trainable_state().items()}
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "optim": {}, "callbacks": {}, **self.meta}
@@ -148,9 +160,9 @@ class Trainer:
             t, m = cb.state_dict()
             tensors.update({f"cb/{cb.name}/{k}": v for k, v in t.items()})
             meta["callbacks"][cb.name] = m
-        tensors["rng/torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            tensors["rng/cuda"] = torch.cuda.get_rng_state()
+        for r, states in enumerate(rng):
+            tensors.update({f"rng/{r}/{k}": v for k, v in states.items()})
+        meta["world_size"] = len(rng)
         return save_checkpoint(self.out / "checkpoints", self.step, tensors, meta, self.cfg.keep_checkpoints)
 
     def _restore(self, path: Path) -> None:
@@ -166,10 +178,14 @@ class Trainer:
             prefix = f"cb/{cb.name}/"
             cb.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                                meta["callbacks"].get(cb.name, {}))
-        torch.set_rng_state(tensors["rng/torch"])
-        if "rng/cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state(tensors["rng/cuda"])
         self.step = meta["step"]
+        r = dist.rank()
+        if meta.get("world_size") == dist.world_size() and f"rng/{r}/cpu" in tensors:
+            torch.set_rng_state(tensors[f"rng/{r}/cpu"])
+            if f"rng/{r}/cuda" in tensors and torch.cuda.is_available():
+                torch.cuda.set_rng_state(tensors[f"rng/{r}/cuda"])
+        else:  # resumed on another number of processes: fresh streams, still a function of (seed, step, rank)
+            torch.manual_seed(self.cfg.seed * 7919 + r + 1_000_003 * self.step)
         self.elapsed = Timer(meta["elapsed_s"])
 
     # --- the loop -------------------------------------------------------------------------------
@@ -223,17 +239,21 @@ class Trainer:
         self.ema = EMA(cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.evaluator = Evaluator(cfg.eval_every, val_data, logger)
         self.callbacks = [c for c in (self.ema, logger, self.evaluator) if c is not None]
-        self.callbacks += [Checkpointer(cfg.ckpt_every, self.out, cfg.keep_checkpoints), *self.extra_callbacks]
+        self.callbacks += [Checkpointer(cfg.ckpt_every, self.out), *self.extra_callbacks]
 
         self.step, self.elapsed = 0, Timer()
         ckpt = latest_checkpoint(self.out / "checkpoints") if (resume and self.out is not None) else None
         if ckpt is not None:
             self._restore(ckpt)
-            if logger.path is not None and logger.path.exists() and dist.is_main():  # drop lines past the checkpoint
+            if logger.path is not None and logger.path.exists() and dist.is_main():
+                # keep what the checkpoint knows: train lines up to its step, val lines in its history
                 import json
 
-                lines = [ln for ln in logger.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= self.step]
-                logger.path.write_text("".join(ln + "\n" for ln in lines))
+                evals = {h["step"] for h in self.evaluator.history}
+                keep = [ln for ln in logger.path.read_text().splitlines() if ln and (
+                    (json.loads(ln)["split"] == "train" and json.loads(ln)["step"] <= self.step)
+                    or (json.loads(ln)["split"] == "val" and json.loads(ln)["step"] in evals))]
+                atomic_write_text(logger.path, "".join(ln + "\n" for ln in keep))
         else:
             if resume and logger.path is not None and logger.path.exists() and dist.is_main():
                 logger.path.unlink()  # killed before its first checkpoint: start the log over
@@ -243,6 +263,9 @@ class Trainer:
 
         if isinstance(train_data, ArrayData):
             batches = batches_from(train_data, cfg.batch_size, cfg.seed, self.step, dist.rank(), dist.world_size())
+        elif dist.world_size() > 1:
+            raise ValueError("under torchrun, pass the training data as tensors/ArrayData so each process takes its "
+                             "share of the global batch (a DataLoader would give every process the same batches)")
         else:
             batches = _cycle(train_data)
         step_fn = method.train_step or self.default_step
@@ -256,6 +279,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_end(self)
 
+        # checkpoint first: an error in the final evaluation must not cost the training
+        if self.out is not None and (cfg.ckpt_every == 0 or self.step % cfg.ckpt_every):
+            self.save_checkpoint()
         result: dict[str, Any] = {"steps": self.step}
         if val_data is not None:
             result["val"] = self.evaluator.run(self, self.step)
@@ -264,8 +290,6 @@ class Trainer:
                 method.eval()
                 result["test"] = method.evaluate(test_data)
                 method.train()
-        if self.out is not None and (cfg.ckpt_every == 0 or self.step % cfg.ckpt_every):
-            self.save_checkpoint()
         result["val_history"] = self.evaluator.history
         result["wall_clock_s"] = round(self.elapsed(), 3)
         return result

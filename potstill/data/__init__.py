@@ -76,17 +76,22 @@ def stratified_split(y: torch.Tensor, n_take: int, seed: int) -> tuple[torch.Ten
     return torch.nonzero(mask).squeeze(1), torch.nonzero(~mask).squeeze(1)
 
 
-def carve(train: ArrayData, val_size: int, train_size: int | None, seed: int, what: str):
-    """Split a labelled training set into (train, val, unlabeled-remainder or None)."""
-    if val_size < 0 or val_size >= len(train):
-        raise DataError(f"{what}: val_size={val_size} must be in [0, {len(train) - 1}]")
+def carve(train: ArrayData, val_size: int, train_size: int | None, seed: int, key: str = "data",
+          val_key: str = "val_size"):
+    """Split a labelled training set into (train, val, unlabeled-remainder or None).
+
+    ``key`` prefixes the config keys named in errors (``data.val_size=...``).
+    """
+    if val_size < 1 or val_size >= len(train):
+        raise DataError(f"{key}.{val_key}={val_size} must be in [1, {len(train) - 1}] "
+                        "(a validation split is required: choices are made on it, never on the test set)")
     val_idx, rest_idx = stratified_split(train.y, val_size, seed)
     rest = train.subset(rest_idx)
     val = train.subset(val_idx)
     unlabeled = None
     if train_size is not None:
         if not 0 < train_size <= len(rest):
-            raise DataError(f"{what}: train_size={train_size} must be in [1, {len(rest)}] (after the validation split)")
+            raise DataError(f"{key}.train_size={train_size} must be in [1, {len(rest)}] (after the validation split)")
         keep, drop = stratified_split(rest.y, train_size, seed + 1)
         if len(drop):
             unlabeled = ArrayData(rest.x[drop], torch.full((len(drop),), -1, dtype=torch.long))

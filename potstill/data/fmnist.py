@@ -87,5 +87,5 @@ class FashionMNISTConfig:
 @DATASETS.register("fmnist", FashionMNISTConfig)
 def fmnist(cfg: FashionMNISTConfig) -> DataBundle:
     raw = load_raw(cfg.path)
-    train, val, unlabeled = carve(to_arrays(*raw["train"]), cfg.val_size, cfg.train_size, cfg.split_seed, "fmnist")
+    train, val, unlabeled = carve(to_arrays(*raw["train"]), cfg.val_size, cfg.train_size, cfg.split_seed)
     return DataBundle("fmnist", train, val, to_arrays(*raw["test"]), 10, unlabeled, CLASSES)

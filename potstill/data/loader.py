@@ -43,9 +43,3 @@ def batches_from(data: ArrayData, batch_size: int, seed: int, start: int = 0, ra
         idx = sampler.indices(step)
         yield {"x": data.x[idx], "y": data.y[idx], "index": idx}
         step += 1
-
-
-def iterate(data: ArrayData, batch_size: int = 512) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Plain ordered pass for evaluation."""
-    for i in range(0, len(data), batch_size):
-        yield data.x[i:i + batch_size], data.y[i:i + batch_size]

@@ -55,8 +55,8 @@ def npz(cfg: NpzConfig) -> DataBundle:
         test = read_npz(cfg.test_path)
         rest = full
     else:
-        rest, test, _ = carve(full, cfg.test_size or max(1, len(full) // 10), None, 9_999, cfg.path)
-    train, val, unlabeled = carve(rest, cfg.val_size or max(1, len(rest) // 10), cfg.train_size, cfg.split_seed, cfg.path)
+        rest, test, _ = carve(full, cfg.test_size or max(1, len(full) // 10), None, 9_999, val_key="test_size")
+    train, val, unlabeled = carve(rest, cfg.val_size or max(1, len(rest) // 10), cfg.train_size, cfg.split_seed)
     if cfg.standardize:
         mean, std = train.x.mean(), train.x.std().clamp_min(1e-8)
         train, val, test = (ArrayData((d.x - mean) / std, d.y) for d in (train, val, test))

@@ -13,7 +13,12 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: f
     """KL(p || q) with p = softmax(p_logits / T), q = softmax(q_logits / T); mean over rows."""
     log_p = F.log_softmax(p_logits.float() / temperature, dim=-1)
     log_q = F.log_softmax(q_logits.float() / temperature, dim=-1)
-    return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    return _plogp_ratio(log_p, log_q).sum(-1).mean()
+
+
+def _plogp_ratio(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Elementwise p·(log p − log q), with 0·log 0 = 0 (masked logits of −inf give p = 0)."""
+    return torch.where(log_p > -torch.inf, log_p.exp() * (log_p - log_q), torch.zeros_like(log_p))
 
 
 def soft_target_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -39,6 +44,6 @@ def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: f
     # log m = logsumexp(log beta + log p, log(1-beta) + log q), stable in log space
     log_m = torch.logsumexp(torch.stack([log_p + torch.log(torch.tensor(beta)),
                                          log_q + torch.log(torch.tensor(1.0 - beta))]), dim=0)
-    kl_pm = (log_p.exp() * (log_p - log_m)).sum(-1)
-    kl_qm = (log_q.exp() * (log_q - log_m)).sum(-1)
+    kl_pm = _plogp_ratio(log_p, log_m).sum(-1)
+    kl_qm = _plogp_ratio(log_q, log_m).sum(-1)
     return (beta * kl_pm + (1.0 - beta) * kl_qm).mean()

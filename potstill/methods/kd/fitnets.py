@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ...core.config import ConfigError
 from ...core.method import Method
 from ...core.registry import METHODS
 from ...core.teacher import FeatureTaps
@@ -37,6 +38,10 @@ class FitNetsConfig:
     temperature: float = 4.0
     alpha: float = 0.9                # 0: no soft targets, CE + β·hint
     hint_stage_steps: int = 0
+
+    def __post_init__(self):
+        if self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0 or self.hint_weight < 0 or self.hint_stage_steps < 0:
+            raise ValueError("need temperature > 0, alpha in [0, 1], hint_weight >= 0, hint_stage_steps >= 0")
 
 
 def make_projector(student_shape: torch.Size, teacher_shape: torch.Size) -> nn.Module:
@@ -65,19 +70,22 @@ class FitNets(Method):
     def __init__(self, cfg: FitNetsConfig, student: nn.Module, teacher, in_shape: tuple[int, ...]):
         super().__init__(cfg)
         self.student, self.teacher = student, teacher
-        self.taps = FeatureTaps(student, [cfg.student_layer])
+        self.taps = FeatureTaps(student, [cfg.student_layer], key="method.student_layer")
         probe = torch.zeros(2, *in_shape, device=next(student.parameters()).device)
-        with torch.no_grad():
+        with torch.no_grad(), self.taps.recording():
             t_feat = teacher(probe).features[cfg.teacher_layer]
             was = student.training
             student.eval()
             student(probe)
             student.train(was)
-        self.projector = make_projector(self.taps.outputs[cfg.student_layer].shape, t_feat.shape)
+        try:
+            self.projector = make_projector(self.taps.outputs[cfg.student_layer].shape, t_feat.shape)
+        except ValueError as e:
+            raise ConfigError(f"method.student_layer/teacher_layer: {e}") from None
 
     @classmethod
     def build(cls, cfg, ctx):
-        return cls(cfg, ctx.student(), ctx.teacher(taps=[cfg.teacher_layer]), ctx.data.in_shape)
+        return cls(cfg, ctx.student(), ctx.teacher(taps=[cfg.teacher_layer], key="method.teacher_layer"), ctx.data.in_shape)
 
     def param_groups(self):
         return {"student": list(self.student.parameters()), "projector": list(self.projector.parameters())}
@@ -89,7 +97,8 @@ class FitNets(Method):
 
     def loss(self, batch, step):
         t = self.teacher(batch["x"], index=batch.get("index"))
-        logits = self.student(batch["x"])
+        with self.taps.recording():  # hooks record only here, not when the exported student is used
+            logits = self.student(batch["x"])
         l_hint = self.hint(self.taps.outputs[self.cfg.student_layer], t.features[self.cfg.teacher_layer])
         if step < self.cfg.hint_stage_steps:
             return {"student": l_hint, "projector": l_hint, "log/hint": l_hint.detach()}

@@ -34,6 +34,10 @@ class LabelFreeConfig:
     use_unlabeled: bool = True       # add the dataset's unlabeled split to the pool
     select_per_class: int = 0        # 0: keep every unlabeled image; k: teacher-mined top-k per class
 
+    def __post_init__(self):
+        if self.temperature <= 0 or self.select_per_class < 0:
+            raise ValueError("need temperature > 0 and select_per_class >= 0")
+
 
 @torch.no_grad()
 def mine_by_teacher(teacher, x: torch.Tensor, per_class: int, batch_size: int = 1000) -> torch.Tensor:

@@ -3,22 +3,28 @@
 Not a distillation method; it exists so that baselines run through the same trainer, data
 order and evaluation as the methods they are compared with.
 
-    L = CE(f(x), y)   (optionally with label smoothing ε)
+    L = CE(f(aug(x)), y)   (optionally with label smoothing ε and random shift/flip augmentation)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ...core.method import Method
 from ...core.registry import METHODS
+from ...data.augment import AugmentConfig, augment
 
 
 @dataclass
 class SupervisedConfig:
     label_smoothing: float = 0.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # e.g. {shift: 2, flip: true}
+
+    def __post_init__(self):
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1)")
 
 
 @METHODS.register("supervised")
@@ -39,12 +45,21 @@ class Supervised(Method):
     def build(cls, cfg, ctx):
         return cls(cfg, student=ctx.student())
 
+    def train_data(self, bundle):
+        if not (bundle.train.y >= 0).any():
+            from ...data import DataError
+
+            raise DataError("supervised training needs labels, and no training row has one")
+        return bundle.train
+
     def param_groups(self):
         return {"student": list(self.student.parameters())}
 
     def loss(self, batch, step):
         keep = batch["y"] >= 0
-        logits = self.student(batch["x"][keep])
+        if not keep.any():  # an unlabeled-only batch teaches nothing
+            return {"student": sum(p.sum() for p in self.student.parameters()) * 0.0}
+        logits = self.student(augment(batch["x"][keep], self.cfg.augment))
         return {"student": F.cross_entropy(logits, batch["y"][keep], label_smoothing=self.cfg.label_smoothing)}
 
     def export(self):
