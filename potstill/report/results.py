@@ -50,7 +50,8 @@ def write_result(path: str | Path, result: dict) -> Path:
     return Path(path)
 
 
-def render_markdown(result: dict, title: str) -> str:
+def render_markdown(result: dict, title: str, summary: str = "") -> str:
+    """The result as Markdown; ``summary`` (Markdown) goes above the full table."""
     def rows(group):
         out = []
         for name, v in result[group].items():
@@ -61,14 +62,14 @@ def render_markdown(result: dict, title: str) -> str:
     lines = [f"# {title}", "", f"- catalog: {', '.join(result['catalog_ids'])}", f"- command: `{result['command']}`",
              f"- dataset: {result['dataset']}", f"- seeds: {result['seeds']}",
              f"- machine: {result['machine']}", f"- date: {result['date']}",
-             f"- total wall-clock: {result['wall_clock_s']:.0f} s", "",
+             f"- total wall-clock: {result['wall_clock_s']:.0f} s", "", summary, "", "## All figures", "",
              "| kind | name | mean ± std | n |", "|---|---|---|---|", *rows("baselines"), *rows("metrics"), "",
              "## Notes", "", result["notes"], ""]
     return "\n".join(lines)
 
 
-def write_markdown(path: str | Path, result: dict, title: str) -> Path:
-    atomic_write_text(path, render_markdown(result, title))
+def write_markdown(path: str | Path, result: dict, title: str, summary: str = "") -> Path:
+    atomic_write_text(path, render_markdown(result, title, summary))
     return Path(path)
 
 
