@@ -19,7 +19,7 @@ Resumable cell by cell: each (setting, seed) is a run folder; finished cells are
 half-finished ones resumed from their checkpoint. Results are appended as cells finish.
 Every setting runs for each student width (``--widths``).
 
-    python benchmarks/kd_fmnist.py                 # full (~25 min on 2 CPU cores)
+    python benchmarks/kd_fmnist.py                 # 10k labels, widths 32 and 16 (~40 min on 2 CPU cores)
     python benchmarks/kd_fmnist.py --fast          # a 1-minute smoke version (not a result)
 """
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """``potstill demo``: a short tour of each pillar on built-in data.
 
-KD tour: a ConvNet-64 teacher trained on 10k labelled Fashion-MNIST images (cached under
+KD tour: a ConvNet-64 teacher trained on Fashion-MNIST (55k training images; cached under
 ``$POTSTILL_CACHE`` or ``~/.cache/potstill`` and reused), distilled into a ConvNet-16 student
-(1/12 of the parameters) by every KD method, next to the same student trained from scratch.
+(1/13 of the parameters) by every KD method, next to the same student trained from scratch.
+One seed and short schedules: a tour, not a result (the benchmarks have seeds and stds).
 Prints a table and writes ``report.md`` with a bar chart and each run's curves.
 """
 from __future__ import annotations
@@ -31,9 +32,9 @@ def kd_tour(out: Path, fast: bool = False) -> list[dict]:
         teacher_model, student_model = {"name": "convnet", "width": 32, "depth": 2}, {"name": "convnet", "width": 8, "depth": 2}
         t_steps, s_steps, batch = (30, 20, 64) if fast else (400, 400, 64)
     else:
-        data = {"name": "fmnist", "val_size": 5000, "train_size": 10000}
+        data = {"name": "fmnist", "val_size": 5000}
         teacher_model, student_model = {"name": "convnet", "width": 64, "depth": 3}, {"name": "convnet", "width": 16, "depth": 3}
-        t_steps, s_steps, batch = 320, 600, 128
+        t_steps, s_steps, batch = 700, 600, 128
     quiet = {"progress": not fast, "log_every": 20}
     optim = {"default": {"name": "adam", "lr": 0.002, "schedule": "cosine"}}
     teacher_recipe = {"description": "demo teacher", "method": {"name": "supervised"}, "data": data, "student": teacher_model,
@@ -47,11 +48,12 @@ def kd_tour(out: Path, fast: bool = False) -> list[dict]:
         print(f"teacher: training {teacher_model['name']}-{teacher_model['width']} on {data['name']} ({t_steps} steps)")
         teacher = run(parse_run(teacher_recipe), teacher_dir, resume=(teacher_dir / "config.yaml").is_file())
     tcfg = {"model": teacher_model, "checkpoint": str(teacher_dir / "export" / "model.safetensors"), "cache": True}
+    # T and alpha as chosen on the validation split for this student size in benchmarks/kd_fmnist.py
     settings = {
         "scratch": {"name": "supervised"},
-        "kd (B1)": {"name": "kd", "temperature": 4.0, "alpha": 0.9},
-        "kd+fitnets (B1+B2)": {"name": "fitnets", "temperature": 4.0, "alpha": 0.9, "hint_weight": 1.0},
-        "label_free +unlabeled (K7)": {"name": "label_free", "use_unlabeled": True},
+        "kd (B1)": {"name": "kd", "temperature": 1.0, "alpha": 0.9},
+        "kd+fitnets (B1+B2)": {"name": "fitnets", "temperature": 1.0, "alpha": 0.9, "hint_weight": 1.0},
+        "label_free (K7)": {"name": "label_free", "use_unlabeled": True},
     }
     rows = [{"name": f"teacher {teacher_model['name']}-{teacher_model['width']}", "acc": teacher["test"]["acc"],
              "val": teacher["val"]["acc"], "params": teacher["params"], "latency_ms": teacher["latency_ms"],

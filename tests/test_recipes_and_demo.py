@@ -25,7 +25,7 @@ def test_fast_demo_writes_a_report(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
     assert run_demo("kd", tmp_path / "demo", fast=True) == 0
     report = (tmp_path / "demo" / "report.md").read_text()
-    for name in ("teacher", "scratch", "kd (B1)", "kd+fitnets (B1+B2)", "label_free"):
+    for name in ("teacher", "scratch", "kd (B1)", "kd+fitnets (B1+B2)", "label_free (K7)"):
         assert name in report
     assert (tmp_path / "demo" / "kd_accuracy.png").is_file()
     # the teacher is cached and reused by the next demo
