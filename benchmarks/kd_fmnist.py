@@ -33,7 +33,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import potstill  # noqa: E402
 from potstill.core.run import machine, resolve, run  # noqa: E402
 from potstill.report.plots import bar_chart  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
@@ -78,7 +77,6 @@ def main(argv=None) -> int:
     if args.fast:
         common += ["trainer.steps=30", "trainer.eval_every=0", "trainer.ckpt_every=0"]
         tag = "_fast"
-    t0 = time.time()
     teacher_out = out / "teacher"
     teacher = run_cell(recipes / args.teacher, common + ["trainer.seed=0", *args.teacher_override], teacher_out)
     print(f"teacher: val {teacher['val']['acc']:.4f} test {teacher['test']['acc']:.4f} params {teacher['params']}", flush=True)

@@ -79,7 +79,6 @@ def distill(teacher: nn.Module | None, student: nn.Module, train_data, method: s
     else:
         first = next(iter(train_data))
         probe_x = (first["x"] if isinstance(first, dict) else first[0] if isinstance(first, (list, tuple)) else first)[:2]
-    in_shape = tuple(probe_x.shape[1:])
     with torch.no_grad():
         was = student.training
         student.eval()

@@ -5,7 +5,6 @@ import argparse
 import json
 import os
 import sys
-import textwrap
 
 EPILOG_RUN = """\
 examples:
