@@ -150,14 +150,15 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     from ..models import count_params
 
     out = Path(out)
-    device = dist.init(cfg.trainer.device)  # join torchrun's group first: only rank 0 checks and writes
-    if dist.is_main():
-        if resume:
-            if not (out / "config.yaml").is_file():
-                raise ConfigError(f"--resume: {out} holds no run (no config.yaml)")
-            _check_resume(out, cfg)
-        elif (out / "config.yaml").exists():
-            raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    device = dist.init(cfg.trainer.device)  # join torchrun's group first: only rank 0 writes
+    # every process checks (so all of them stop on a bad --out), and all check before rank 0 writes
+    if resume:
+        if not (out / "config.yaml").is_file():
+            raise ConfigError(f"--resume: {out} holds no run (no config.yaml)")
+        _check_resume(out, cfg)
+    elif (out / "config.yaml").exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    dist.barrier()
     if cfg.trainer.batch_size % dist.world_size():
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by the "
                           f"{dist.world_size()} processes")

@@ -250,10 +250,10 @@ class Trainer:
                 import json
 
                 evals = {h["step"] for h in self.evaluator.history}
-                keep = [ln for ln in logger.path.read_text().splitlines() if ln and (
-                    (json.loads(ln)["split"] == "train" and json.loads(ln)["step"] <= self.step)
-                    or (json.loads(ln)["split"] == "val" and json.loads(ln)["step"] in evals))]
-                atomic_write_text(logger.path, "".join(ln + "\n" for ln in keep))
+                records = [json.loads(ln) for ln in logger.path.read_text().splitlines() if ln]
+                keep = [r for r in records if (r["split"] == "train" and r["step"] <= self.step)
+                        or (r["split"] == "val" and r["step"] in evals)]
+                atomic_write_text(logger.path, "".join(json.dumps(r) + "\n" for r in keep))
         else:
             if resume and logger.path is not None and logger.path.exists() and dist.is_main():
                 logger.path.unlink()  # killed before its first checkpoint: start the log over
