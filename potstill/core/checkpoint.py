@@ -50,6 +50,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     _atomic_write(Path(path), write)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+    _atomic_write(Path(path), write)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -28,7 +28,7 @@ from .registry import DATASETS, METHODS, Spec
 from .teacher import TeacherConfig
 from .trainer import Trainer, TrainerConfig, check_optim_groups, seed_everything
 
-TOP_KEYS = ("description", "method", "data", "student", "teacher", "trainer")
+TOP_KEYS = ("description", "method", "data", "student", "teacher", "trainer", "eval")
 #: keys that may change when a run is resumed
 RESUMABLE_CHANGES = ("trainer.steps", "trainer.progress", "trainer.threads", "trainer.device", "trainer.log_every")
 
@@ -41,6 +41,8 @@ class RunConfig:
     student: Spec | None = None
     teacher: TeacherConfig | None = None
     description: str = ""
+    eval: Any = None      # SynEvalConfig: how a dataset-distillation artefact is judged
+
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"description": self.description, "method": self.method.to_dict(), "data": self.data.to_dict()}
@@ -49,6 +51,8 @@ class RunConfig:
         if self.teacher is not None:
             out["teacher"] = to_dict(self.teacher)
         out["trainer"] = to_dict(self.trainer)
+        if self.eval is not None:
+            out["eval"] = to_dict(self.eval)
         return out
 
 
@@ -65,9 +69,16 @@ def parse_run(raw: dict) -> RunConfig:
     teacher = from_dict(TeacherConfig, raw["teacher"], "teacher") if raw.get("teacher") is not None else None
     if teacher is not None and teacher.model is not None:
         teacher.model = MODELS.parse(teacher.model, "teacher.model").to_dict()  # checked, defaults filled
-    return RunConfig(method=METHODS.parse(raw["method"], "method"), data=DATASETS.parse(raw["data"], "data"),
+    method = METHODS.parse(raw["method"], "method")
+    eval_cfg = None
+    if METHODS.get(method.name).pillar == "dataset" or raw.get("eval") is not None:
+        from ..eval.synthetic_set import SynEvalConfig
+
+        eval_cfg = from_dict(SynEvalConfig, raw.get("eval") or {}, "eval")
+        eval_cfg.model = MODELS.parse(eval_cfg.model, "eval.model").to_dict()
+    return RunConfig(method=method, data=DATASETS.parse(raw["data"], "data"),
                      trainer=from_dict(TrainerConfig, raw.get("trainer") or {}, "trainer"),
-                     student=student, teacher=teacher, description=str(raw.get("description") or ""))
+                     student=student, teacher=teacher, description=str(raw.get("description") or ""), eval=eval_cfg)
 
 
 def resolve(recipe: str | Path | dict, overrides: list[str] | dict | None = None) -> RunConfig:
@@ -100,7 +111,8 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def _check_resume(out: Path, cfg: RunConfig) -> None:
     old = _flat(yaml.safe_load((out / "config.yaml").read_text()) or {})
     new = _flat(cfg.to_dict())
-    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES
+                  and not k.startswith("eval."))  # evaluation settings do not touch training
     if diff:
         raise ConfigError(f"--resume: the recipe differs from the one in {out}/config.yaml at {', '.join(diff[:5])}")
 
@@ -181,9 +193,11 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
 
     t0 = time.time()
     trainer = Trainer(cfg.trainer, out, callbacks, desc=cfg.method.name)
-    result = trainer.fit(method, train_data, bundle.val, bundle.test, resume=resume)
+    judged_by_protocol = method.pillar == "dataset"  # a distilled set is judged after training
+    result = trainer.fit(method, train_data, None if judged_by_protocol else bundle.val,
+                         None if judged_by_protocol else bundle.test, resume=resume)
     summary = {"method": METHODS.get(cfg.method.name).info(), "dataset": bundle.name,
-               "train_rows": len(train_data), **result}
+               "train_rows": len(train_data if train_data is not None else bundle.train), **result}
     if dist.is_main():
         with trainer.averaged():
             artefact = method.export()
@@ -191,6 +205,16 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
             if isinstance(artefact, torch.nn.Module):
                 summary["params"] = count_params(artefact)
                 summary["latency_ms"] = round(latency_ms(artefact, bundle.in_shape), 4)
+        if hasattr(artefact, "save_grid"):
+            artefact.save_grid(out / "export" / "synthetic.png")
+        if judged_by_protocol and cfg.eval is not None:
+            from ..eval.synthetic_set import evaluate_synthetic
+
+            ev = evaluate_synthetic(artefact, bundle, cfg.eval, progress=cfg.trainer.progress)
+            summary["eval"] = ev
+            summary["val"] = {"acc": ev["val_acc"]["mean"]} if "val_acc" in ev else {}
+            summary["test"] = {"acc": ev["test_acc"]["mean"]} if "test_acc" in ev else {}
+            summary["label_bytes"] = artefact.label_bytes()
         summary.update({"export": str(export_path), "machine": machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                         "run_wall_clock_s": round(time.time() - t0, 3)})
         atomic_write_json(out / "summary.json", summary)

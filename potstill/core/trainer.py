@@ -8,6 +8,7 @@ averaged across ``torchrun`` processes, then every active group steps.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import re
@@ -218,8 +219,9 @@ class Trainer:
     def fit(self, method, train_data, val_data=None, test_data=None, resume: bool = False) -> dict:
         """Train ``method`` for ``cfg.steps`` steps; return final val/test metrics.
 
-        ``train_data`` is an :class:`~potstill.data.ArrayData` (deterministic, resumable batches)
-        or any iterable of batches (``dict`` with ``x``/``y``, or ``(x, y)`` tuples), cycled.
+        ``train_data`` is an :class:`~potstill.data.ArrayData` (deterministic, resumable batches),
+        any iterable of batches (``dict`` with ``x``/``y``, or ``(x, y)`` tuples), cycled, or
+        ``None`` for methods that sample their own data (they get empty batches).
         """
         from ..data import ArrayData
         from ..data.loader import batches_from
@@ -261,7 +263,9 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_fit_start(self)
 
-        if isinstance(train_data, ArrayData):
+        if train_data is None:  # the method draws its own data (e.g. dataset distillation)
+            batches = itertools.repeat({})
+        elif isinstance(train_data, ArrayData):
             batches = batches_from(train_data, cfg.batch_size, cfg.seed, self.step, dist.rank(), dist.world_size())
         elif dist.world_size() > 1:
             raise ValueError("under torchrun, pass the training data as tensors/ArrayData so each process takes its "

@@ -47,6 +47,8 @@ class DataBundle:
     num_classes: int
     unlabeled: ArrayData | None = None
     class_names: list[str] | None = None
+    #: per-channel mean/std the images were normalised with (to render them as pictures)
+    normalization: dict | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -28,4 +28,5 @@ def digits(cfg: DigitsConfig) -> DataBundle:
         raise DataError(f"data.test_size={cfg.test_size} must be in [1, {len(full) - 3}]")
     test_idx, rest_idx = stratified_split(full.y, cfg.test_size, 12345)  # fixed: the test set never moves
     train, val, unlabeled = carve(full.subset(rest_idx), cfg.val_size, cfg.train_size, cfg.split_seed)
-    return DataBundle("digits", train, val, full.subset(test_idx), 10, unlabeled, [str(i) for i in range(10)])
+    return DataBundle("digits", train, val, full.subset(test_idx), 10, unlabeled, [str(i) for i in range(10)],
+                      {"mean": [0.5], "std": [0.5]})

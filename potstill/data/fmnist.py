@@ -88,4 +88,5 @@ class FashionMNISTConfig:
 def fmnist(cfg: FashionMNISTConfig) -> DataBundle:
     raw = load_raw(cfg.path)
     train, val, unlabeled = carve(to_arrays(*raw["train"]), cfg.val_size, cfg.train_size, cfg.split_seed)
-    return DataBundle("fmnist", train, val, to_arrays(*raw["test"]), 10, unlabeled, CLASSES)
+    return DataBundle("fmnist", train, val, to_arrays(*raw["test"]), 10, unlabeled, CLASSES,
+                      {"mean": [MEAN], "std": [STD]})

@@ -28,10 +28,13 @@ class ConvNetConfig:
     depth: int = 3
     norm: Literal["instance", "batch", "none"] = "instance"
     pooling: Literal["avg", "max", "none"] = "avg"
+    #: padding of the first conv; the dataset-distillation code uses 3 on 28x28 one-channel
+    #: images (a 32x32 feature map, 4x4 after three poolings)
+    first_padding: int = 1
 
     def __post_init__(self):
-        if self.width < 1 or self.depth < 1:
-            raise ValueError("width and depth must be >= 1")
+        if self.width < 1 or self.depth < 1 or self.first_padding < 0:
+            raise ValueError("width and depth must be >= 1, first_padding >= 0")
 
 
 class ConvNet(nn.Module):
@@ -39,8 +42,10 @@ class ConvNet(nn.Module):
         super().__init__()
         channels, h, w = in_shape
         layers: list[nn.Module] = []
-        for _ in range(cfg.depth):
-            layers += [nn.Conv2d(channels, cfg.width, 3, padding=1), make_norm(cfg.norm, cfg.width), nn.ReLU(inplace=True)]
+        for d in range(cfg.depth):
+            pad = cfg.first_padding if d == 0 else 1
+            h, w = h + 2 * pad - 2, w + 2 * pad - 2
+            layers += [nn.Conv2d(channels, cfg.width, 3, padding=pad), make_norm(cfg.norm, cfg.width), nn.ReLU(inplace=True)]
             if cfg.pooling != "none":
                 layers.append(nn.AvgPool2d(2) if cfg.pooling == "avg" else nn.MaxPool2d(2))
                 h, w = h // 2, w // 2

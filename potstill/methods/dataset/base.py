@@ -1,0 +1,156 @@
+"""What every dataset-distillation method shares: learnable images, real data by class, export.
+
+A :class:`SyntheticDataMethod` owns one parameter group, ``images`` ((K*IPC, C, H, W), class
+``c`` in rows ``c*IPC ... (c+1)*IPC - 1``), and fixed hard labels. It draws its own real batches
+class by class from the training split (``train_data`` is ``None``: the trainer hands it empty
+batches), with torch's global generator, which the trainer seeds per process and saves in every
+checkpoint - so a resumed run draws exactly the batches, DSA seeds and random networks an
+uninterrupted one would. Under ``torchrun`` each process draws its own real batches and the
+trainer averages the image gradients, so the images stay identical on every process.
+
+``export()`` returns a :class:`~potstill.data.synthetic_set.SyntheticSet`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn as nn
+
+from ...core.method import Method
+from ...data import ArrayData, DataBundle
+from ...data.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
+from ...data.synthetic_set import SyntheticSet
+
+
+def _default_net() -> dict:
+    return {"name": "convnet", "width": 128, "depth": 3, "norm": "instance", "pooling": "avg",
+            "first_padding": 3}
+
+
+@dataclass
+class SyntheticConfig:
+    ipc: int = 10                                   # images per class
+    init: Literal["real", "noise"] = "real"         # start from random real images or N(0, 1) noise
+    dsa: str = DEFAULT_STRATEGY                     # siamese augmentation while matching ("none": off)
+    net: dict = field(default_factory=_default_net)  # the (random) network used for matching
+
+    def __post_init__(self):
+        if self.ipc < 1:
+            raise ValueError(f"ipc must be >= 1, got {self.ipc}")
+        parse_strategy(self.dsa)
+
+
+class ClassIndex:
+    """Row indices of each class of an :class:`ArrayData`, for per-class sampling."""
+
+    def __init__(self, data: ArrayData, num_classes: int):
+        self.data = data
+        self.rows = [(data.y == c).nonzero().flatten() for c in range(num_classes)]
+        empty = [c for c, r in enumerate(self.rows) if len(r) == 0]
+        if empty:
+            from ...data import DataError
+
+            raise DataError(f"class {empty[0]} has no labelled training images")
+
+    def sample(self, c: int, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` distinct images of class ``c`` (all of them if the class is smaller)."""
+        rows = self.rows[c]
+        pick = torch.randperm(len(rows), generator=generator)[:n]
+        return self.data.x[rows[pick]]
+
+
+class SyntheticDataMethod(Method):
+    """Base class: subclasses implement :meth:`loss` (one scalar for group ``images``)."""
+
+    pillar = "dataset"
+
+    def __init__(self, cfg: SyntheticConfig, data: DataBundle):
+        super().__init__(cfg)
+        self.num_classes, self.in_shape = data.num_classes, tuple(data.in_shape)
+        self.real = ClassIndex(data.train, data.num_classes)
+        self.source = {"dataset": data.name, "normalization": data.normalization, "class_names": data.class_names}
+        self.dsa = DSA(cfg.dsa)
+        k, ipc = data.num_classes, cfg.ipc
+        if cfg.init == "real":
+            x = torch.cat([self.real.sample(c, ipc) for c in range(k)])
+            if len(x) != k * ipc:
+                raise ValueError(f"ipc={ipc} is more than the smallest class has ({min(len(r) for r in self.real.rows)})")
+        else:
+            x = torch.randn(k * ipc, *self.in_shape)
+        self.images = nn.Parameter(x.clone())
+        self.register_buffer("labels", torch.arange(k).repeat_interleave(ipc))
+
+    @classmethod
+    def build(cls, cfg, ctx):
+        return cls(cfg, ctx.data)
+
+    def train_data(self, bundle):
+        return None
+
+    def param_groups(self):
+        return {"images": [self.images]}
+
+    # --- helpers for subclasses -----------------------------------------------------------
+    def syn(self, c: int) -> torch.Tensor:
+        ipc = self.cfg.ipc
+        return self.images[c * ipc:(c + 1) * ipc]
+
+    def real_batch(self, c: int, n: int) -> torch.Tensor:
+        return self.real.sample(c, n).to(self.images.device)
+
+    def random_net(self) -> nn.Module:
+        """A freshly initialised matching network (weights drawn from the global generator)."""
+        from ...models import build_model
+
+        return build_model(self.cfg.net, self.in_shape, self.num_classes, "method.net").to(self.images.device)
+
+    def siamese(self, real: torch.Tensor, syn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same DSA transforms (one seed) on a real and a synthetic batch."""
+        if not self.dsa:
+            return real, syn
+        params = self.dsa.sample(max(len(real), len(syn)), int(torch.randint(2**31 - 1, (1,))))
+        return self.dsa.apply(real, params), self.dsa.apply(syn, params)
+
+    def class_batches(self, batch_real: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per class: ``batch_real`` real images and the class's synthetic images, DSA'd siamese."""
+        reals, syns = [], []
+        for c in range(self.num_classes):
+            r, s = self.siamese(self.real_batch(c, batch_real), self.syn(c))
+            reals.append(r)
+            syns.append(s)
+        return reals, syns
+
+    def forward_by_class(self, net: nn.Module, fn, reals: list[torch.Tensor], syns: list[torch.Tensor]):
+        """``fn(net, x) -> list of tensors`` on every class's real (no grad) and synthetic batch.
+
+        Returns two lists (real, synthetic) with, per class, the list ``fn`` gave. Networks with
+        per-image normalisation see all classes in one forward (exact and much faster); with batch
+        norm each class is its own forward, as in the papers' code.
+        """
+        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        if batchnorm:
+            with torch.no_grad():
+                fr = [fn(net, r) for r in reals]
+            return fr, [fn(net, s) for s in syns]
+
+        def split(outs, sizes):
+            parts = [o.split(sizes) for o in outs]
+            return [[p[c] for p in parts] for c in range(len(sizes))]
+
+        with torch.no_grad():
+            fr = fn(net, torch.cat(reals))
+        fs = fn(net, torch.cat(syns))
+        return split(fr, [len(r) for r in reals]), split(fs, [len(s) for s in syns])
+
+    # --- the artefact ------------------------------------------------------------------------
+    def export(self) -> SyntheticSet:
+        meta = {"method": self.name, "augmentation": self.cfg.dsa, **self.source}
+        return SyntheticSet(self.images.detach(), self.labels.clone(), self.num_classes, meta)
+
+    def evaluate(self, data, batch_size: int = 512):  # judged by the protocol, not per step
+        return {}
+
+
+__all__ = ["SyntheticConfig", "SyntheticDataMethod", "ClassIndex"]
