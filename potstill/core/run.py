@@ -125,6 +125,18 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} cpus, torch {torch.__version__}{gpu}"
 
 
+def peak_memory() -> dict:
+    """Peak resident memory of this process (and peak CUDA allocation when on a GPU), in MiB."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    out = {"peak_rss_mib": round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
 def save_export(artefact, folder: Path, model_spec: Spec | None, bundle) -> Path:
     """Classifiers: weights + how to rebuild them. Other artefacts bring their own ``save``."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,7 +227,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
             summary["val"] = {"acc": ev["val_acc"]["mean"]} if "val_acc" in ev else {}
             summary["test"] = {"acc": ev["test_acc"]["mean"]} if "test_acc" in ev else {}
             summary["label_bytes"] = artefact.label_bytes()
-        summary.update({"export": str(export_path), "machine": machine(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        summary.update({"export": str(export_path), "machine": machine(), **peak_memory(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                         "run_wall_clock_s": round(time.time() - t0, 3)})
         atomic_write_json(out / "summary.json", summary)
         from ..report.plots import plot_run

@@ -63,7 +63,7 @@ def _soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Ten
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, data: ArrayData, batch_size: int = 1000) -> float:
+def accuracy(net: torch.nn.Module, data: ArrayData, batch_size: int = 128) -> float:
     net.eval()
     device = next(net.parameters()).device
     correct = 0
