@@ -190,8 +190,8 @@ class SyntheticSet:
                 for s in ax.spines.values():
                     s.set_visible(False)
                 if j < len(idx):
-                    img = px[idx[j]]
-                    ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0),
+                    img = px[idx[j]].numpy()
+                    ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0),
                               cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
             axes[c][0].set_ylabel(names[c], rotation=0, ha="right", va="center", fontsize=8)
         title = " ".join(str(self.meta[k]) for k in ("method", "dataset") if self.meta.get(k))

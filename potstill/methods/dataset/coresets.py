@@ -127,7 +127,8 @@ class RandomSubset(Coreset):
     """Random real subset: ipc images per class drawn uniformly (coreset baseline)."""
 
     name = "random"
-    paper = "random real subset (coreset baseline)"
+    paper = "random real subset, the coreset baseline of Dataset Condensation with Gradient Matching"
+    arxiv = "2006.05929"
 
     @staticmethod
     def select(feats, k, g):
@@ -139,7 +140,8 @@ class Herding(Coreset):
     """Herding: greedily keep the running feature mean closest to the class mean (coreset baseline)."""
 
     name = "herding"
-    paper = "Herding Dynamical Weights to Learn"
+    paper = "Herding Dynamical Weights to Learn (Welling, ICML 2009; exemplar selection as in iCaRL)"
+    arxiv = "1611.07725"
 
     @staticmethod
     def select(feats, k, g):
