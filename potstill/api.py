@@ -5,6 +5,10 @@
                               val_data=(x_val, y_val), steps=500, temperature=4.0)
     result.model        # the trained student
     result.summary      # {"val": {"acc": ...}, "wall_clock_s": ...}
+
+    syn = potstill.distill_dataset((x_train, y_train), method="dm", ipc=10, steps=1000)
+    syn.save("my_set"); syn.save_grid("my_set.png")
+    potstill.evaluate_synthetic_set(syn, val_data=(x_val, y_val), test_data=(x_test, y_test))
 """
 from __future__ import annotations
 
@@ -99,4 +103,60 @@ def distill(teacher: nn.Module | None, student: nn.Module, train_data, method: s
     return DistillResult(model, m, result)
 
 
-__all__ = ["distill", "DistillResult", "OptimConfig", "ConfigError"]
+#: default image learning rate per dataset-distillation method (the papers' values)
+DD_IMAGE_LR = {"dm": 1.0, "datadam": 1.0, "dc": 0.1, "dsa": 0.1}
+
+
+def _user_bundle(train, val, test, num_classes: int | None, name: str = "user") -> DataBundle:
+    k = num_classes or int(max(int(d.y.max()) for d in (train, val, test) if d is not None)) + 1
+    return DataBundle(name, train, val, test, k)
+
+
+def distill_dataset(train_data, method: str = "dm", *, ipc: int = 10, steps: int = 1000, lr: float | None = None,
+                    momentum: float = 0.5, num_classes: int | None = None, seed: int = 0,
+                    out: str | Path | None = None, trainer: dict | None = None, progress: bool = True,
+                    **method_kwargs):
+    """Distil labelled images ``(x, y)`` (x: (N, C, H, W), normalised) into ``ipc`` per class.
+
+    ``method`` is any dataset method (``potstill list``: random, herding, kcenter, dc, dsa, dm,
+    datadam); ``method_kwargs`` are its config fields (e.g. ``batch_real=64``, ``dsa="none"``,
+    ``net={...}``). The images are trained by SGD (``lr`` defaults to the paper's value) for
+    ``steps`` steps; coreset methods select and take no steps. Returns a
+    :class:`~potstill.data.synthetic_set.SyntheticSet`.
+    """
+    cls = METHODS.get(method, "method")
+    if cls.pillar != "dataset":
+        raise ConfigError(f"method: {method!r} is not a dataset-distillation method; use potstill.distill for {cls.pillar}")
+    train = as_array_data(train_data, "train_data")
+    if train is None:
+        raise TypeError("train_data: dataset distillation needs the images as (x, y) tensors or a TensorDataset")
+    mcfg = from_dict(cls.Config, {"ipc": ipc, **method_kwargs}, "method")
+    bundle = _user_bundle(train, None, None, num_classes)
+    seed_everything(seed)
+    m = cls.build(mcfg, BuildContext(data=bundle))
+    groups = m.param_groups()
+    tcfg_raw = {"steps": steps if groups else 0, "batch_size": 1, "seed": seed, "progress": progress,
+                "ema_decay": 0.0, "optim": {"default": {"name": "sgd", "lr": lr or DD_IMAGE_LR.get(method, 1.0),
+                                                        "momentum": momentum}}, **(trainer or {})}
+    Trainer(from_dict(TrainerConfig, tcfg_raw, "trainer"), out, desc=method).fit(m, None)
+    return m.export()
+
+
+def evaluate_synthetic_set(syn, *, val_data=None, test_data=None, num_classes: int | None = None, **protocol) -> dict:
+    """Judge a synthetic set by the dd-v1 protocol on your validation/test data.
+
+    ``protocol`` takes any :class:`~potstill.eval.synthetic_set.SynEvalConfig` field
+    (``epochs``, ``seeds``, ``model={...}``, ``lr``, ``dsa`` ...). Returns mean +- std accuracy.
+    """
+    from .eval.synthetic_set import SynEvalConfig, evaluate_synthetic
+
+    val, test = as_array_data(val_data, "val_data"), as_array_data(test_data, "test_data")
+    if val is None and test is None:
+        raise TypeError("pass val_data and/or test_data as (x, y)")
+    images = syn.images if hasattr(syn, "images") else syn[0]
+    k = num_classes or getattr(syn, "num_classes", None)
+    bundle = _user_bundle(ArrayData(images, torch.zeros(len(images), dtype=torch.long)), val, test, k)
+    return evaluate_synthetic(syn, bundle, from_dict(SynEvalConfig, protocol, "protocol"))
+
+
+__all__ = ["distill", "DistillResult", "distill_dataset", "evaluate_synthetic_set", "OptimConfig", "ConfigError"]

@@ -224,3 +224,17 @@ def test_dd_run_resumes_to_the_same_images(tmp_path, digits):
     a = SyntheticSet.load(tmp_path / "straight" / "export")
     b = SyntheticSet.load(tmp_path / "split" / "export")
     assert torch.equal(a.images, b.images)
+
+
+def test_python_api_distills_and_evaluates_user_tensors(digits, tmp_path):
+    x, y = digits.train.x, digits.train.y
+    syn = potstill.distill_dataset((x, y), "dm", ipc=3, steps=5, progress=False, batch_real=16, net=SMALL_NET)
+    assert isinstance(syn, potstill.SyntheticSet) and syn.images.shape == (30, 1, 8, 8) and syn.ipc == 3
+    assert not torch.equal(syn.images, potstill.distill_dataset((x, y), "dm", ipc=3, steps=0, progress=False,
+                                                                 batch_real=16, net=SMALL_NET).images)
+    kc = potstill.distill_dataset((x, y), "kcenter", ipc=2, progress=False)
+    assert kc.images.shape[0] == 20
+    r = potstill.evaluate_synthetic_set(syn, val_data=(digits.val.x, digits.val.y), epochs=3, seeds=2, model=SMALL_NET)
+    assert r["val_acc"]["n"] == 2 and "test_acc" not in r
+    with pytest.raises(potstill.ConfigError, match="not a dataset-distillation method"):
+        potstill.distill_dataset((x, y), "kd")
