@@ -14,7 +14,7 @@ from .api import DistillResult, distill, distill_dataset, evaluate_synthetic_set
 from .core.config import ConfigError
 from .core.method import BuildContext, Method
 from .core.registry import DATASETS, METHODS, MODELS
-from .core.run import RunConfig, load_model, resolve
+from .core.run import RunConfig, load_denoiser, load_model, resolve
 from .core.run import run as _run
 from .core.teacher import FeatureTaps, Teacher
 from .core.trainer import OptimConfig, Trainer, TrainerConfig
@@ -28,6 +28,6 @@ def run_recipe(recipe, out, overrides=None, resume: bool = False) -> dict:
     return _run(resolve(recipe, overrides), out, resume=resume)
 
 
-__all__ = ["distill", "DistillResult", "distill_dataset", "evaluate_synthetic_set", "SyntheticSet", "run_recipe", "load_model", "resolve", "RunConfig", "Method", "BuildContext",
+__all__ = ["distill", "DistillResult", "distill_dataset", "evaluate_synthetic_set", "SyntheticSet", "run_recipe", "load_model", "load_denoiser", "resolve", "RunConfig", "Method", "BuildContext",
            "Trainer", "TrainerConfig", "OptimConfig", "Teacher", "FeatureTaps", "ConfigError", "DataError",
            "ArrayData", "DataBundle", "load_dataset", "build_model", "count_params", "METHODS", "MODELS", "DATASETS"]

@@ -144,7 +144,8 @@ def save_export(artefact, folder: Path, model_spec: Spec | None, bundle) -> Path
         atomic_save_safetensors(artefact.state_dict(), folder / "model.safetensors")
         atomic_write_json(folder / "model.json", {
             "model": model_spec.to_dict() if model_spec else None,
-            "in_shape": list(bundle.in_shape), "num_classes": bundle.num_classes})
+            "in_shape": list(bundle.in_shape), "num_classes": bundle.num_classes,
+            **(artefact.export_meta() if hasattr(artefact, "export_meta") else {})})
         return folder / "model.safetensors"
     return artefact.save(folder)
 
@@ -165,6 +166,26 @@ def load_model(run_or_export: str | Path) -> torch.nn.Module:
     model = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
     load_module_weights(model, folder / "model.safetensors")
     return model
+
+
+def load_denoiser(run_or_export: str | Path):
+    """Rebuild an exported diffusion denoiser ``D(x, sigma, cond)``: ``load_denoiser("runs/edm_toy2d")``."""
+    from ..diffusion.denoiser import EDMPrecond
+    from ..models import build_model
+    from .checkpoint import load_module_weights
+
+    p = Path(run_or_export)
+    folder = p / "export" if (p / "export").is_dir() else p
+    meta_path = folder / "model.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"no exported model at {folder} (expected model.json and model.safetensors)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("denoiser") != "edm" or meta.get("model") is None:
+        raise ConfigError(f"{meta_path}: not an exported EDM denoiser (use load_model for classifiers)")
+    d = EDMPrecond(build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"]), meta["sigma_data"])
+    load_module_weights(d, folder / "model.safetensors")
+    d.num_classes, d.in_shape = meta["num_classes"], tuple(meta["in_shape"])
+    return d.eval()
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, callbacks=()) -> dict:
@@ -216,7 +237,8 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
             export_path = save_export(artefact, out / "export", cfg.student, bundle)
             if isinstance(artefact, torch.nn.Module):
                 summary["params"] = count_params(artefact)
-                summary["latency_ms"] = round(latency_ms(artefact, bundle.in_shape), 4)
+                if method.pillar == "kd":  # a classifier: one input, one output
+                    summary["latency_ms"] = round(latency_ms(artefact, bundle.in_shape), 4)
         if hasattr(artefact, "save_grid"):
             artefact.save_grid(out / "export" / "synthetic.png")
         if judged_by_protocol and cfg.eval is not None:
@@ -237,4 +259,4 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     return summary
 
 
-__all__ = ["RunConfig", "parse_run", "resolve", "build", "run", "load_model"]
+__all__ = ["RunConfig", "parse_run", "resolve", "build", "run", "load_model", "load_denoiser"]

@@ -49,6 +49,8 @@ class DataBundle:
     class_names: list[str] | None = None
     #: per-channel mean/std the images were normalised with (to render them as pictures)
     normalization: dict | None = None
+    #: anything else a dataset knows that metrics need (e.g. toy2d's mode centres)
+    info: dict | None = None
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -106,5 +108,5 @@ def load_dataset(spec: Spec | dict | str, key: str = "data") -> DataBundle:
     return DATASETS.get(spec.name)(spec.config)
 
 
-from . import digits, fmnist, npz  # noqa: E402,F401  (registration)
+from . import digits, fmnist, npz, toy2d  # noqa: E402,F401  (registration)
 from .loader import BatchSampler, batches_from  # noqa: E402,F401

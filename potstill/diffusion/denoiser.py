@@ -59,6 +59,10 @@ class EDMPrecond(Denoiser):
         denom = (sigma ** 2 + sd2).sqrt()
         return sd2 / (sigma ** 2 + sd2), sigma * sigma_data / denom, 1.0 / denom, sigma.log() / 4
 
+    def export_meta(self) -> dict:
+        """What ``load_denoiser`` needs besides the weights (written into model.json)."""
+        return {"denoiser": "edm", "sigma_data": self.sigma_data}
+
     def forward(self, x, sigma, cond=None):
         s = _expand(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(s, self.sigma_data)
