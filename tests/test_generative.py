@@ -62,3 +62,20 @@ def test_edm_teacher_learns_toy2d_and_round_trips(tmp_path):
     out = sample(d, torch.randn(1000, 2, generator=g), karras_sigmas(12), "euler", cond=torch.arange(1000) % 8)
     stats = mode_stats(out.x, torch.tensor(bundle.info["centers"]), 0.05)
     assert stats["mode_coverage"] == 1.0 and stats["high_quality"] > 0.5
+
+
+def test_teacher_cache_and_sample_cli(tmp_path, monkeypatch, capsys):
+    from potstill.cli import main
+
+    monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
+    args = ["teacher", "train", "recipes/gen/edm_toy2d.yaml", "trainer.steps=20", "trainer.progress=false",
+            "data.train_size=500", "trainer.eval_every=0"]
+    assert main(args) == 0
+    folder = capsys.readouterr().out.strip().splitlines()[-1]
+    assert main(args) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert main(args[:-1] + ["trainer.eval_every=10"]) == 0        # another recipe -> another teacher
+    assert capsys.readouterr().out.strip().splitlines()[-1] != folder
+    assert main(["sample", folder, "--steps", "3", "--sampler", "euler", "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
+    out = capsys.readouterr().out
+    assert "NFE 3" in out and (tmp_path / "s.png").is_file()

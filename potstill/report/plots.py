@@ -66,3 +66,23 @@ def bar_chart(rows: list[dict], key: str, path: str | Path, title: str, err_key:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def scatter2d(points, path: str | Path, title: str, reference=None) -> Path:
+    """2-D samples as a scatter plot, optionally over reference data (grey)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
+    if reference is not None:
+        r = reference[:4000]
+        ax.scatter(r[:, 0], r[:, 1], s=2, c="#bbbbbb", label="data")
+    p = points[:4000]
+    ax.scatter(p[:, 0], p[:, 1], s=2, c="#4c72b0", label="samples")
+    ax.set_title(title, fontsize=9)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", fontsize=7, markerscale=4)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
