@@ -79,3 +79,52 @@ def test_teacher_cache_and_sample_cli(tmp_path, monkeypatch, capsys):
     assert main(["sample", folder, "--steps", "3", "--sampler", "euler", "--n", "16", "--out", str(tmp_path / "s.png")]) == 0
     out = capsys.readouterr().out
     assert "NFE 3" in out and (tmp_path / "s.png").is_file()
+
+
+def test_dmd_gradient_is_zero_when_fake_equals_real_and_points_along_their_difference():
+    from potstill.losses.diffusion import dmd_loss
+
+    x = torch.randn(4, 3, requires_grad=True)
+    mu = torch.randn(4, 3)
+    loss = dmd_loss(x, mu, mu.clone())
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(x.grad, torch.zeros_like(x))
+    x.grad = None
+    mu_fake = mu + torch.tensor([1.0, 0.0, 0.0])
+    dmd_loss(x, mu, mu_fake).backward()
+    norm = (x.detach() - mu).abs().mean(1, keepdim=True)
+    assert torch.allclose(x.grad, (mu_fake - mu) / norm / x.numel(), atol=1e-6)
+    # descending moves x away from the fake denoiser's estimate, toward the real one
+    assert (x.grad[:, 0] > 0).all() and (x.grad[:, 1:] == 0).all()
+
+
+def tiny_generative(name, **cfg):
+    from potstill.diffusion import EDMPrecond
+
+    bundle = potstill.load_dataset({"name": "toy2d", "train_size": 256, "val_size": 64, "test_size": 64})
+    torch.manual_seed(0)
+    teacher = EDMPrecond(build_model({"name": "toy_denoiser", "hidden": 32, "depth": 2, "emb": 8}, (2,), 8))
+    cls = potstill.METHODS.get(name)
+    return cls.build(cls.Config(**cfg), BuildContext(data=bundle, teacher_module=teacher)), bundle
+
+
+def test_two_timescale_ratio_is_honoured(tiny_trainer):
+    m, bundle = tiny_generative("dmd2", steps=2)
+    optim = {"generator": {"name": "adam", "lr": 1e-3, "update_every": 3}, "fake_score": {"name": "adam", "lr": 1e-3}}
+    trainer = potstill.Trainer(tiny_trainer(steps=7, batch_size=32, optim=optim))
+    trainer.fit(m, m.train_data(bundle))
+    steps = {g: {int(st["step"]) for st in trainer.optimizers[g].state.values()} for g in ("generator", "fake_score")}
+    assert steps == {"generator": {3}, "fake_score": {7}}  # steps 0, 3, 6 vs all 7
+    # the teacher never moves
+    assert all(not p.requires_grad for p in m.teacher.parameters())
+
+
+def test_dmd_regression_pairs_are_the_teachers_ode_solutions():
+    from potstill.diffusion import karras_sigmas
+    from potstill.diffusion.samplers import heun
+
+    m, _ = tiny_generative("dmd", regression_pairs=8, regression_steps=3)
+    z, c = m.pairs.x, m.pairs.y
+    want = heun(m.teacher, z, karras_sigmas(3), cond=c).x
+    assert torch.allclose(m.pair_targets, want, atol=1e-6)
+    assert m.export().sampling == {"sampler": "multistep", "steps": 1, "sigma_max": 80.0}

@@ -184,7 +184,8 @@ def load_denoiser(run_or_export: str | Path):
         raise ConfigError(f"{meta_path}: not an exported EDM denoiser (use load_model for classifiers)")
     d = EDMPrecond(build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"]), meta["sigma_data"])
     load_module_weights(d, folder / "model.safetensors")
-    d.num_classes, d.in_shape = meta["num_classes"], tuple(meta["in_shape"])
+    d.num_classes, d.in_shape, d.model_spec = meta["num_classes"], tuple(meta["in_shape"]), meta["model"]
+    d.sampling = meta.get("sampling")
     return d.eval()
 
 

@@ -61,12 +61,25 @@ class EDMPrecond(Denoiser):
 
     def export_meta(self) -> dict:
         """What ``load_denoiser`` needs besides the weights (written into model.json)."""
-        return {"denoiser": "edm", "sigma_data": self.sigma_data}
+        meta = {"denoiser": "edm", "sigma_data": self.sigma_data}
+        if getattr(self, "model_spec", None) is not None:      # set by load_denoiser (students reuse it)
+            meta["model"] = self.model_spec
+        if getattr(self, "sampling", None) is not None:        # how a few-step generator is sampled
+            meta["sampling"] = self.sampling
+        return meta
 
     def forward(self, x, sigma, cond=None):
         s = _expand(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(s, self.sigma_data)
         return c_skip * x + c_out * self.net(c_in * x, c_noise.flatten(), cond)
+
+    def features(self, x, sigma, cond=None) -> torch.Tensor:
+        """The raw network's feature vector at (c_in x, c_noise) (for GAN heads, e.g. DMD2)."""
+        if not hasattr(self.net, "features"):
+            raise TypeError(f"{type(self.net).__name__} has no features(); use toy_denoiser or unet")
+        s = _expand(sigma, x)
+        _, _, c_in, c_noise = self.coefficients(s, self.sigma_data)
+        return self.net.features(c_in * x, c_noise.flatten(), cond)
 
 
 class EpsAdapter(Denoiser):

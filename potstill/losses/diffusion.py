@@ -31,4 +31,19 @@ def edm_loss(denoiser, x0: torch.Tensor, cond: torch.Tensor | None = None, sigma
     return (edm_weight(sigma, sigma_data) * err.flatten(1).mean(1)).mean()
 
 
-__all__ = ["edm_sigmas", "edm_weight", "edm_loss"]
+
+def dmd_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor) -> torch.Tensor:
+    """Distribution matching (Yin et al., arXiv 2311.18828, eq. 7-8), in x_0-prediction form.
+
+    At a noisy x_t of the generated x, the KL gradient is -(s_real - s_fake) = (mu_fake - mu_real)
+    / sigma^2; DMD replaces the sigma weighting by a per-sample normaliser, giving
+    ``grad = (mu_fake - mu_real) / mean|x - mu_real|``, and turns it into a loss whose gradient
+    with respect to x is ``grad / x.numel()``: ``0.5 * mean (x - sg(x - grad))^2``. Zero when the
+    fake and real denoisers agree.
+    """
+    norm = (x - mu_real).abs().flatten(1).mean(1).clamp_min(1e-8).reshape(-1, *([1] * (x.dim() - 1)))
+    grad = ((mu_fake - mu_real) / norm).detach()
+    return 0.5 * ((x - (x - grad).detach()) ** 2).mean()
+
+
+__all__ = ["edm_sigmas", "edm_weight", "edm_loss", "dmd_loss"]

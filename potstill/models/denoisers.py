@@ -66,12 +66,19 @@ class ToyDenoiser(nn.Module):
         self.blocks = nn.ModuleList([nn.Linear(cfg.hidden + cfg.emb, cfg.hidden) for _ in range(cfg.depth - 1)])
         self.out = nn.Linear(cfg.hidden, d)
 
-    def forward(self, x, c_noise, cond=None):
+    def trunk(self, x, c_noise, cond=None):
         e = self.cond(c_noise, cond)
         h = F.silu(self.inp(torch.cat([x.flatten(1), e], 1)))
         for blk in self.blocks:
             h = h + F.silu(blk(torch.cat([h, e], 1)))
-        return self.out(h).reshape(x.shape)
+        return h
+
+    def features(self, x, c_noise, cond=None) -> torch.Tensor:
+        """The last hidden layer (B, hidden): what a GAN head on this network reads."""
+        return self.trunk(x, c_noise, cond)
+
+    def forward(self, x, c_noise, cond=None):
+        return self.out(self.trunk(x, c_noise, cond)).reshape(x.shape)
 
 
 @dataclass
@@ -116,7 +123,7 @@ class UNet(nn.Module):
             prev = c
         self.head = nn.Sequential(nn.GroupNorm(min(cfg.groups, prev), prev), nn.SiLU(), nn.Conv2d(prev, c_in, 3, padding=1))
 
-    def forward(self, x, c_noise, cond=None):
+    def encode(self, x, c_noise, cond=None):
         e = self.cond(c_noise, cond)
         h = self.stem(x)
         skips = []
@@ -125,7 +132,14 @@ class UNet(nn.Module):
             skips.append(h)
             if i < len(self.down) - 1:
                 h = F.avg_pool2d(h, 2)
-        h = self.mid(h, e)
+        return self.mid(h, e), skips, e
+
+    def features(self, x, c_noise, cond=None) -> torch.Tensor:
+        """The bottleneck, average-pooled (B, channels[-1]): what a GAN head on this network reads."""
+        return self.encode(x, c_noise, cond)[0].mean((2, 3))
+
+    def forward(self, x, c_noise, cond=None):
+        h, skips, e = self.encode(x, c_noise, cond)
         for i, blk in enumerate(self.up):
             h = blk(torch.cat([h, skips.pop()], 1), e)
             if i < len(self.up) - 1:
