@@ -62,7 +62,7 @@ examples:
   potstill sample runs/edm_fmnist --steps 1 --sampler euler --n 100 --guidance 2 --out grid.png
 
 Draws from an exported denoiser (a teacher or a student run) with the Karras schedule and the
-chosen sampler; class-conditional models get n/classes samples per class (rows of the grid).
+chosen sampler (a distilled student brings its own sampler and steps unless you override them); class-conditional models get n/classes samples per class (rows of the grid).
 Prints the NFE and the wall-clock per 1000 samples.
 """
 
@@ -198,9 +198,13 @@ def cmd_sample(args) -> int:
 
     from .core.run import load_denoiser
     from .data import load_dataset
-    from .diffusion import karras_sigmas, sample
+    from .diffusion import karras_sigmas, nested_sigmas, sample
 
     d = load_denoiser(args.run)
+    plan = d.sampling or {}                      # a distilled student says how it is sampled
+    args.sampler = args.sampler or plan.get("sampler", "heun")
+    args.steps = args.steps or plan.get("steps", 18)
+    schedule = nested_sigmas if plan.get("schedule") == "nested" else karras_sigmas
     cfg_path = os.path.join(args.run, "config.yaml")
     bundle = load_dataset(yaml.safe_load(open(cfg_path))["data"]) if os.path.isfile(cfg_path) else None
     k = d.num_classes
@@ -210,7 +214,7 @@ def cmd_sample(args) -> int:
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, *d.in_shape, generator=g)
     t0 = time.perf_counter()
-    out = sample(d, noise, karras_sigmas(args.steps), args.sampler, cond=cond, guidance=args.guidance, uncond=k,
+    out = sample(d, noise, schedule(args.steps, sigma_max=plan.get("sigma_max", 80.0)), args.sampler, cond=cond, guidance=args.guidance, uncond=k,
                  generator=g)
     dt = time.perf_counter() - t0
     print(f"{n} samples, {args.sampler} {args.steps} step(s), NFE {out.nfe}, {1000 * dt / n:.2f} s per 1000 samples")
@@ -278,8 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sample", help="draw samples from an exported denoiser", epilog=EPILOG_SAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="run folder (or its export/) of a teacher or student")
-    p.add_argument("--steps", type=int, default=18, help="sampler steps (Heun: 2*steps-1 NFE)")
-    p.add_argument("--sampler", default="heun", choices=["euler", "heun", "ddim", "multistep"])
+    p.add_argument("--steps", type=int, help="sampler steps (Heun: 2*steps-1 NFE; default: the student's own, else 18)")
+    p.add_argument("--sampler", choices=["euler", "heun", "ddim", "multistep"],
+                   help="default: the distilled student's own sampler, else heun")
     p.add_argument("--n", type=int, default=100, help="number of samples (rounded to a multiple of the classes)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance weight (1 = none)")
     p.add_argument("--uncond", action="store_true", help="sample without class labels")

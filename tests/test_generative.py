@@ -128,3 +128,50 @@ def test_dmd_regression_pairs_are_the_teachers_ode_solutions():
     want = heun(m.teacher, z, karras_sigmas(3), cond=c).x
     assert torch.allclose(m.pair_targets, want, atol=1e-6)
     assert m.export().sampling == {"sampler": "multistep", "steps": 1, "sigma_max": 80.0}
+
+
+class ConstantDenoiser(Denoiser):
+    def __init__(self, value):
+        super().__init__()
+        self.value = torch.nn.Parameter(torch.tensor(value))
+
+    def forward(self, x, sigma, cond=None):
+        return self.value.expand_as(x)
+
+
+def test_progressive_target_for_a_constant_denoiser_is_the_constant():
+    """Two DDIM steps of D = mu equal one step, so the student (= teacher) has zero loss."""
+    from potstill.diffusion import nested_sigmas
+
+    assert torch.allclose(nested_sigmas(8)[::2], nested_sigmas(4)) and nested_sigmas(4)[-1] == 0
+    bundle = potstill.load_dataset({"name": "toy2d", "train_size": 64, "val_size": 16, "test_size": 16})
+    cls = potstill.METHODS.get("progressive")
+    m = cls.build(cls.Config(start_steps=8, final_steps=2, steps_per_round=2),
+                  BuildContext(data=bundle, teacher_module=ConstantDenoiser(0.3)))
+    batch = {"x": bundle.train.x[:32], "y": bundle.train.y[:32]}
+    assert m.loss(batch, 0)["student"].item() == pytest.approx(0.0, abs=1e-10)
+    assert int(m.round_idx) == 0 and m.student_steps(0) == 4
+    with torch.no_grad():
+        m.student.value.fill_(1.0)
+    m.loss(batch, 2)                                   # round 1: the (changed) student becomes the teacher
+    assert int(m.round_idx) == 1 and m.round_teacher.value.item() == 1.0
+    assert m.loss(batch, 3)["student"].item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_consistency_function_boundary_and_ema_target():
+    from potstill.methods.generative.consistency import ConsistencyFunction
+
+    net = build_model({"name": "toy_denoiser", "hidden": 16, "depth": 2, "emb": 8}, (2,), 8)
+    f = ConsistencyFunction(net, 0.5, 0.002)
+    x = torch.randn(6, 2)
+    assert torch.allclose(f(x, torch.full((6,), 0.002)), x, atol=1e-6)       # f(x, sigma_min) = x
+    m, bundle = tiny_generative("consistency", ema=0.5)
+    with torch.no_grad():
+        for p in m.student.parameters():
+            p.add_(1.0)
+    before = [t.clone() for t in m.target.parameters()]
+    m.update_target()
+    for b, t, s in zip(before, m.target.parameters(), m.student.parameters()):
+        assert torch.allclose(t, 0.5 * b + 0.5 * s)
+    batch = {"x": bundle.train.x[:16], "y": bundle.train.y[:16]}
+    assert m.loss(batch, 0)["student"].item() > 0

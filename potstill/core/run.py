@@ -180,9 +180,15 @@ def load_denoiser(run_or_export: str | Path):
     if not meta_path.is_file():
         raise ConfigError(f"no exported model at {folder} (expected model.json and model.safetensors)")
     meta = json.loads(meta_path.read_text())
-    if meta.get("denoiser") != "edm" or meta.get("model") is None:
+    if meta.get("denoiser") not in ("edm", "consistency") or meta.get("model") is None:
         raise ConfigError(f"{meta_path}: not an exported EDM denoiser (use load_model for classifiers)")
-    d = EDMPrecond(build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"]), meta["sigma_data"])
+    net = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
+    if meta["denoiser"] == "consistency":
+        from ..methods.generative.consistency import ConsistencyFunction
+
+        d = ConsistencyFunction(net, meta["sigma_data"], meta["sigma_min"])
+    else:
+        d = EDMPrecond(net, meta["sigma_data"])
     load_module_weights(d, folder / "model.safetensors")
     d.num_classes, d.in_shape, d.model_spec = meta["num_classes"], tuple(meta["in_shape"]), meta["model"]
     d.sampling = meta.get("sampling")

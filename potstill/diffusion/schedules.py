@@ -22,4 +22,14 @@ def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho
     return torch.cat([sig, sig.new_zeros(1)])
 
 
-__all__ = ["karras_sigmas"]
+def nested_sigmas(n: int, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    """``n`` steps of the Karras curve taken all the way to 0 (sigma_min = 0):
+    sigma_k = (sigma_max^(1/rho) (1 - k/n))^rho, k = 0..n. The grid for n/2 steps is every other
+    point of the grid for n steps, which progressive distillation needs."""
+    if n < 1:
+        raise ValueError(f"a schedule needs at least one step, got {n}")
+    u = torch.arange(n + 1, dtype=torch.float64) / n
+    return (sigma_max ** (1 / rho) * (1 - u)) ** rho
+
+
+__all__ = ["karras_sigmas", "nested_sigmas"]

@@ -53,8 +53,12 @@ class GenerativeMethod(Method):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # always: the teacher is frozen
+        for m in self.frozen():
+            m.eval()  # always: frozen networks stay in eval mode
         return self
+
+    def frozen(self) -> list[nn.Module]:
+        return [self.teacher]
 
     def copy_of_teacher(self, generator: bool = False) -> nn.Module:
         """A trainable copy of the teacher; ``generator=True`` records how to sample it."""
