@@ -129,3 +129,26 @@ def test_eps_v_and_flow_adapters_agree_with_the_exact_denoiser():
         assert torch.allclose(EpsAdapter(v_model, ab, prediction="v")(x, s), want, atol=1e-6)
         assert torch.allclose(FlowAdapter(flow_model)(x, s), want, atol=1e-6)
     assert EpsAdapter(eps_model, ab).t_of_sigma(table[[0, 500, 999]]).tolist() == pytest.approx([0, 500, 999], abs=1e-6)
+
+
+def test_a_local_diffusers_unet_becomes_a_denoiser(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    from potstill.diffusion import from_diffusers
+
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                 block_out_channels=(8, 16), norm_num_groups=4,
+                                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+    unet.save_pretrained(tmp_path / "m")
+    sched = diffusers.DDPMScheduler(num_train_timesteps=100)
+    sched.save_pretrained(tmp_path / "m" / "scheduler")
+    d = from_diffusers(str(tmp_path / "m"))
+    x = torch.randn(2, 1, 8, 8)
+    ab = sched.alphas_cumprod
+    s = float(((1 - ab[40]) / ab[40]).sqrt())
+    with torch.no_grad():
+        eps = unet(x * (1 + s ** 2) ** -0.5, torch.tensor([40.0, 40.0])).sample
+        assert torch.allclose(d(x, torch.full((2,), s)), x - s * eps, atol=1e-4)   # x0 = x - sigma * eps
+        assert torch.allclose(d(x, torch.full((2,), d.sigma_min)), x, atol=0.05)    # tiny noise: D ~ x
+    out = sample(d, torch.randn(2, 1, 8, 8), karras_sigmas(3, d.sigma_min, d.sigma_max), "euler")
+    assert out.x.shape == (2, 1, 8, 8) and out.nfe == 3 and torch.isfinite(out.x).all()
