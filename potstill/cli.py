@@ -71,6 +71,7 @@ examples:
   potstill demo            # every pillar that exists (about 2.5 minutes on 2 CPU cores)
   potstill demo kd         # knowledge distillation only
   potstill demo dd         # dataset distillation only (DM vs a random subset, about 2 minutes)
+  potstill demo gen        # generative distillation only (toy2d teacher vs one-step students, ~2 minutes)
   potstill demo --out runs/demo --fast
 
 The KD tour trains (or reuses from the cache) a ConvNet-64 teacher on Fashion-MNIST, distils it
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("demo", help="a short tour of each pillar on built-in data", epilog=EPILOG_DEMO,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("pillar", nargs="?", default="all", choices=["all", "kd", "dd"], help="which pillar to tour")
+    p.add_argument("pillar", nargs="?", default="all", choices=["all", "kd", "dd", "gen"], help="which pillar to tour")
     p.add_argument("--out", default="runs/demo", help="where runs and report.md go (default: runs/demo)")
     p.add_argument("--fast", action="store_true", help="a much shorter version (smoke test)")
     p.set_defaults(fn=cmd_demo)

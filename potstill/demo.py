@@ -10,6 +10,11 @@ of minutes, shown as a picture grid, and the accuracy of a network trained on th
 next to one trained on 100 random real images (same network, epochs and seeds). Small networks
 and a short schedule; ``benchmarks/dd_fmnist.py`` runs the full protocol.
 
+Generative tour: an EDM teacher on toy2d (8 Gaussians on a ring; cached like the KD teacher),
+distilled into one-step students by consistency distillation (B8) and DMD (B9); scatter plots of
+the teacher at 35 and at 1 network evaluation next to the students at 1, with sample quality and
+the time per 1000 samples.
+
 Prints tables and writes ``report.md`` with bar charts, the synthetic images and each run's curves.
 """
 from __future__ import annotations
@@ -113,6 +118,77 @@ def dd_table(rows: list[dict]) -> str:
                           f"{r['train_s']:.1f} | {r['eval_s']:.1f} |\n" for r in rows)
 
 
+def gen_tour(out: Path, fast: bool = False) -> tuple[list[dict], Path]:
+    import torch
+
+    from .core.run import load_denoiser
+    from .diffusion import karras_sigmas, sample
+    from .eval.generative import mode_stats, sliced_wasserstein
+    from .report.plots import _plt
+
+    data = {"name": "toy2d", "kind": "ring", "modes": 8, "std": 0.05}
+    quiet = {"progress": not fast, "log_every": 50, "eval_every": 0}
+    t_steps, s_steps = (60, 40) if fast else (3000, 1500)
+    adam = {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_steps": 100}
+    teacher_recipe = {"description": "demo EDM teacher", "method": {"name": "edm"}, "data": data,
+                      "student": {"name": "toy_denoiser", "hidden": 256, "depth": 3},
+                      "trainer": {"steps": t_steps, "batch_size": 512, "ema_decay": 0.999, **quiet,
+                                  "optim": {"denoiser": adam}}}
+    bundle = load_dataset(data)
+    key = hashlib.sha256(json.dumps(parse_run(teacher_recipe).to_dict(), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    teacher_dir = cache_root() / f"demo-edm-{key}"
+    if (teacher_dir / "summary.json").is_file():
+        print(f"generative teacher: reusing {teacher_dir}")
+    else:
+        print(f"generative teacher: training EDM on toy2d ({t_steps} steps)")
+        run(parse_run(teacher_recipe), teacher_dir, resume=(teacher_dir / "config.yaml").is_file(), bundle=bundle)
+    slow = {"name": "adam", "lr": 1e-4, "betas": [0.0, 0.999]}
+    students = {
+        "consistency (B8)": {"method": {"name": "consistency"}, "trainer": {"optim": {"student": {"name": "adam", "lr": 1e-4}}}},
+        "dmd (B9)": {"method": {"name": "dmd", "regression_pairs": 512}, "trainer": {"optim": {"generator": slow, "fake_score": slow}}},
+    }
+    models = [("teacher, Heun 18 steps", load_denoiser(teacher_dir), "heun", karras_sigmas(18), None),
+              ("teacher, 1 step", load_denoiser(teacher_dir), "euler", karras_sigmas(1), None)]
+    for label, r in students.items():
+        slug = r["method"]["name"]
+        recipe = {"description": f"demo: {label}", "data": data, "teacher": {"checkpoint": str(teacher_dir)},
+                  "method": r["method"], "trainer": {"steps": s_steps, "batch_size": 256, **quiet, **r["trainer"]}}
+        print(f"generative student: {label}")
+        s = run(parse_run(recipe), out / slug, bundle=bundle)
+        models.append((f"{label}, 1 step", load_denoiser(out / slug), "multistep", karras_sigmas(1), s["wall_clock_s"]))
+    rows, plt = [], _plt()
+    fig, axes = plt.subplots(1, len(models), figsize=(2.7 * len(models), 2.9))
+    centers = torch.tensor(bundle.info["centers"])
+    for ax, (label, d, sampler, sig, train_s) in zip(axes, models):
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        o = sample(d, torch.randn(4000, 2, generator=g), sig, sampler, cond=torch.arange(4000) % 8, generator=g)
+        dt = time.perf_counter() - t0
+        ms = mode_stats(o.x, centers, 0.05)
+        rows.append({"name": label, "nfe": o.nfe, "swd": sliced_wasserstein(o.x, bundle.test.x), **ms,
+                     "ms_per_1000": 1000 * dt / 4, "train_s": train_s})
+        ax.scatter(bundle.test.x[:2000, 0], bundle.test.x[:2000, 1], s=1, c="#cccccc")
+        ax.scatter(o.x[:2000, 0], o.x[:2000, 1], s=1, c="#4c72b0")
+        ax.set_title(f"{label}\nNFE {o.nfe}", fontsize=8)
+        ax.set_xlim(-3, 3), ax.set_ylim(-3, 3), ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
+    fig.tight_layout()
+    png = out.parent / "gen_samples.png"
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return rows, png
+
+
+def gen_table(rows: list[dict]) -> str:
+    head = ("| sampler | NFE | sliced W2 ↓ | modes hit | high-quality share | ms per 1000 samples | distillation (s) |\n"
+            "|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in rows:
+        train = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
+        lines.append(f"| {r['name']} | {r['nfe']} | {r['swd']:.3f} | {r['mode_coverage']:.2f} | "
+                     f"{r['high_quality']:.3f} | {r['ms_per_1000']:.1f} | {train} |\n")
+    return head + "".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = "| model | test acc | val acc | params | latency (ms, batch 1) | train time (s) |\n|---|---|---|---|---|---|\n"
     return head + "".join(f"| {r['name']} | {r['acc']:.4f} | {r['val']:.4f} | {r['params']:,} | {r['latency_ms']:.3f} | "
@@ -144,6 +220,12 @@ def run_demo(pillar: str = "all", out: str | Path = "runs/demo", fast: bool = Fa
                         "The 100 distilled images (rows = classes):\n\n![DM IPC 10](dd/dm/export/synthetic.png)\n\n"
                         "Small networks (ConvNet-32 evaluator, 2 seeds) and a short schedule: see "
                         "`benchmarks/results/dd_fmnist.md` for the full protocol (ConvNet-128, 3 seeds, IPC 1/10/50).\n")
+    if pillar in ("all", "gen"):
+        rows, png = gen_tour(out / "gen", fast)
+        print("\n" + gen_table(rows))
+        sections.append("## Generative distillation\n\n" + gen_table(rows) + f"\n![samples]({png.name})\n\n"
+                        "toy2d (8 Gaussians), 4000 samples each, grey = held-out data. See "
+                        "`benchmarks/results/gen_toy2d.md` for every method with 3 sampling seeds.\n")
     report = (f"# potstill demo\n\n- machine: {machine()}\n- wall-clock: {time.time() - t0:.0f} s\n"
               f"- date: {time.strftime('%Y-%m-%d %H:%M')}\n\n" + "\n".join(sections))
     atomic_write_text(out / "report.md", report)

@@ -31,3 +31,12 @@ def test_fast_demo_writes_a_report(tmp_path, monkeypatch, capsys):
     # the teacher is cached and reused by the next demo
     run_demo("kd", tmp_path / "demo2", fast=True)
     assert "teacher: reusing" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("pillar,section,picture", [("dd", "## Dataset distillation", "dd/dm/export/synthetic.png"),
+                                                    ("gen", "## Generative distillation", "gen_samples.png")])
+def test_fast_demo_of_the_other_pillars(pillar, section, picture, tmp_path, monkeypatch):
+    monkeypatch.setenv("POTSTILL_CACHE", str(tmp_path / "cache"))
+    assert run_demo(pillar, tmp_path / "demo", fast=True) == 0
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert section in report and (tmp_path / "demo" / picture).is_file()
