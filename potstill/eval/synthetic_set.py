@@ -49,7 +49,7 @@ class SynEvalConfig:
     seeds: int = 3
     seed: int = 0                  # seeds used: seed, seed+1, ...
     threads: int = 0               # 0 = leave torch's setting alone
-    device: str = "cpu"
+    device: str = "auto"           # auto = the first GPU if there is one, else cpu
 
     def __post_init__(self):
         if self.epochs < 1 or self.seeds < 1 or self.batch_size < 1:
@@ -78,7 +78,7 @@ def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, num_classes: 
     """One network trained from scratch on (images, labels) under the protocol."""
     from ..models import build_model
 
-    device = torch.device(cfg.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     torch.manual_seed(seed)
     net = build_model(cfg.model, tuple(images.shape[1:]), num_classes, "eval.model").to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
