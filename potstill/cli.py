@@ -68,7 +68,7 @@ Prints the NFE and the wall-clock per 1000 samples.
 
 EPILOG_DEMO = """\
 examples:
-  potstill demo            # every pillar that exists (about 2.5 minutes on 2 CPU cores)
+  potstill demo            # every pillar: KD, dataset and generative tours (about 6 minutes on 2 CPU cores)
   potstill demo kd         # knowledge distillation only
   potstill demo dd         # dataset distillation only (DM vs a random subset, about 2 minutes)
   potstill demo gen        # generative distillation only (toy2d teacher vs one-step students, ~2 minutes)
@@ -109,9 +109,9 @@ def cmd_list(args) -> int:
     if args.json:
         print(json.dumps({"methods": methods, "models": MODELS.names(), "datasets": DATASETS.names()}, indent=2))
         return 0
-    print(f"{'method':14s} {'pillar':8s} {'catalog':8s} {'arXiv':12s} paper")
+    print(f"{'method':14s} {'pillar':10s} {'catalog':8s} {'arXiv':12s} paper")
     for m in methods:
-        print(f"{m['name']:14s} {m['pillar']:8s} {','.join(m['catalog_ids']) or '-':8s} {m['arxiv'] or '-':12s} {m['paper']}")
+        print(f"{m['name']:14s} {m['pillar']:10s} {','.join(m['catalog_ids']) or '-':8s} {m['arxiv'] or '-':12s} {m['paper']}")
     print(f"\nmodels:   {', '.join(MODELS.names())}")
     print(f"datasets: {', '.join(DATASETS.names())}")
     return 0
