@@ -127,7 +127,8 @@ def gen_tour(out: Path, fast: bool = False) -> tuple[list[dict], Path]:
     from .report.plots import _plt
 
     data = {"name": "toy2d", "kind": "ring", "modes": 8, "std": 0.05}
-    quiet = {"progress": not fast, "log_every": 50, "eval_every": 0}
+    # one thread: these networks are tiny, and a second thread only adds synchronisation
+    quiet = {"progress": not fast, "log_every": 50, "eval_every": 0, "threads": 1}
     t_steps, s_steps = (60, 40) if fast else (3000, 1500)
     adam = {"name": "adam", "lr": 1e-3, "schedule": "cosine", "warmup_steps": 100}
     teacher_recipe = {"description": "demo EDM teacher", "method": {"name": "edm"}, "data": data,
