@@ -150,17 +150,22 @@ def save_export(artefact, folder: Path, model_spec: Spec | None, bundle) -> Path
     return artefact.save(folder)
 
 
-def load_model(run_or_export: str | Path) -> torch.nn.Module:
-    """Rebuild a classifier exported by a run: ``load_model("runs/kd")``."""
-    from ..models import build_model
-    from .checkpoint import load_module_weights
-
+def _read_export(run_or_export: str | Path) -> tuple[Path, Path, dict]:
+    """(export folder, its model.json, the parsed json) of a run folder or an export folder."""
     p = Path(run_or_export)
     folder = p / "export" if (p / "export").is_dir() else p
     meta_path = folder / "model.json"
     if not meta_path.is_file():
         raise ConfigError(f"no exported model at {folder} (expected model.json and model.safetensors)")
-    meta = json.loads(meta_path.read_text())
+    return folder, meta_path, json.loads(meta_path.read_text())
+
+
+def load_model(run_or_export: str | Path) -> torch.nn.Module:
+    """Rebuild a classifier exported by a run: ``load_model("runs/kd")``."""
+    from ..models import build_model
+    from .checkpoint import load_module_weights
+
+    folder, meta_path, meta = _read_export(run_or_export)
     if meta.get("model") is None:
         raise ConfigError(f"{meta_path}: the model was a user nn.Module; build it yourself and load model.safetensors")
     model = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
@@ -174,12 +179,7 @@ def load_denoiser(run_or_export: str | Path):
     from ..models import build_model
     from .checkpoint import load_module_weights
 
-    p = Path(run_or_export)
-    folder = p / "export" if (p / "export").is_dir() else p
-    meta_path = folder / "model.json"
-    if not meta_path.is_file():
-        raise ConfigError(f"no exported model at {folder} (expected model.json and model.safetensors)")
-    meta = json.loads(meta_path.read_text())
+    folder, meta_path, meta = _read_export(run_or_export)
     if meta.get("denoiser") not in ("edm", "consistency") or meta.get("model") is None:
         raise ConfigError(f"{meta_path}: not an exported EDM denoiser (use load_model for classifiers)")
     net = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
