@@ -9,6 +9,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+needs_torchrun = pytest.mark.skipif(
+    shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
+    reason="torchrun not installed")
+
 RECIPE = """
 method: {name: supervised}
 data: {name: digits}
@@ -17,8 +21,7 @@ trainer: {steps: 30, batch_size: 32, progress: false, threads: 1, optim: {defaul
 """
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
-                    reason="torchrun not installed")
+@needs_torchrun
 def test_two_process_run_matches_one_process_in_expectation(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
@@ -58,8 +61,7 @@ save_file({"images": m.images.detach().contiguous(), "init": init}, f"{out}/rank
 """
 
 
-@pytest.mark.skipif(shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
-                    reason="torchrun not installed")
+@needs_torchrun
 def test_synthetic_images_stay_identical_on_every_process(tmp_path):
     """Each process draws its own real batches; averaged image gradients keep the sets equal."""
     script = tmp_path / "dd.py"

@@ -17,7 +17,6 @@ the same loop with another ``model``.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -111,10 +110,11 @@ def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 def _stat(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    return {"mean": round(mean, 3), "std": round(std, 3), "n": n, "values": [round(v, 3) for v in values]}
+    """The results schema's {mean, std, n} (sample std), rounded, plus the per-seed values."""
+    from ..report.results import stat
+
+    st = stat(values)
+    return {"mean": round(st["mean"], 3), "std": round(st["std"], 3), "n": st["n"], "values": [round(v, 3) for v in values]}
 
 
 def evaluate_synthetic(syn, bundle: DataBundle, cfg: SynEvalConfig | None = None, test: bool = True,

@@ -126,8 +126,5 @@ class GenerativeMethod(Method):
             out.update(mode_stats(x, torch.tensor(self.info["centers"]), self.info["std"]))
         return out
 
-    def trainable_state(self):
-        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
-
 
 __all__ = ["GenerativeMethod", "teacher_denoiser"]
