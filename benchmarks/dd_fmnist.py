@@ -19,14 +19,21 @@ Resumable cell by cell (``select``, then method x IPC): each distillation is a r
     python benchmarks/dd_fmnist.py                         # CPU budget, IPC 10, then 1, then 50
     python benchmarks/dd_fmnist.py --ipcs 10 --methods random dm datadam
     python benchmarks/dd_fmnist.py --budget full --runs /scratch/dd   # the papers' budgets (GPU)
+    python benchmarks/dd_fmnist.py --budget full --time-limit 300 --tag gpu --jobs 12 --threads 1
+
+``--time-limit S`` stops each distillation after S seconds of wall-clock (``trainer.time_limit_s``;
+the steps reached are recorded); ``--tag`` keeps such cells apart from the CPU-budget ones
+(``dm/ipc10@gpu``); ``--jobs N`` runs N cells at once (one process each, e.g. on one GPU).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,12 +58,21 @@ CPU_OVERRIDES = {"dm": ["method.batch_real=64"]}
 SELECT_EPOCHS = [150, 300, 600]
 
 
-def cell_overrides(method: str, ipc: int, budget: str, epochs: int, seeds: int, threads: int) -> list[str]:
+def cell_overrides(method: str, ipc: int, budget: str, epochs: int, seeds: int, threads: int,
+                   time_limit: float = 0) -> list[str]:
     ov = [f"eval.epochs={epochs}", f"eval.seeds={seeds}", "trainer.progress=false", f"trainer.threads={threads}",
           f"eval.threads={threads}"]
     if budget == "cpu" and (method, ipc) in CPU_STEPS:
         ov += [f"trainer.steps={CPU_STEPS[(method, ipc)]}"] + CPU_OVERRIDES.get(method, [])
+    if time_limit and (method, ipc) in CPU_STEPS:
+        ov.append(f"trainer.time_limit_s={time_limit:g}")
     return ov
+
+
+def cell_key(method: str, ipc: int, tag: str) -> str:
+    """``dm/ipc10``; distillation cells run under a tag (another budget or machine) get ``@tag``."""
+    distilled = any(m == method for m, _ in CPU_STEPS)
+    return f"{method}/ipc{ipc}" + (f"@{tag}" if tag and distilled else "")
 
 
 def run_distillation(recipe: Path, overrides: list[str], out: Path) -> dict:
@@ -94,7 +110,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per synthetic set")
     ap.add_argument("--budget", choices=["cpu", "full"], default="cpu")
     ap.add_argument("--epochs", type=int, default=0, help="evaluation epochs (0: choose on validation, cell 'select')")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads per cell")
+    ap.add_argument("--time-limit", type=float, default=0, help="seconds of distillation per cell (0: none)")
+    ap.add_argument("--tag", default="", help="suffix of distillation cell keys, e.g. gpu (dm/ipc10@gpu)")
+    ap.add_argument("--jobs", type=int, default=1, help="cells run at once")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/dd_fmnist"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="dd_fmnist")
@@ -125,29 +144,47 @@ def main(argv=None) -> int:
         epochs = done["select"]["epochs"]
     print(f"evaluation epochs: {epochs}", flush=True)
 
-    for ipc in args.ipcs:
-        for m in args.methods:
-            key = f"{m}/ipc{ipc}"
-            if key in done:
-                continue
-            recipe = ROOT / f"recipes/dd/fmnist_ipc{ipc}/{m}.yaml"
-            overrides = cell_overrides(m, ipc, args.budget, epochs, args.seeds, args.threads)
-            print(f"[{key}] {' '.join(overrides)}", flush=True)
-            t0 = time.time()
-            s = run_distillation(recipe, overrides, runs / key.replace("/", "_"))
-            grid = Path(s["export"]).parent / "synthetic.png"
-            (results / args.name).mkdir(exist_ok=True)
-            shutil.copyfile(grid, results / args.name / f"{m}_ipc{ipc}.png")
-            ev = s["eval"]
-            append({"cell": key, "method": m, "ipc": ipc, "overrides": overrides, "steps": s["steps"],
-                    "distill_s": s["wall_clock_s"], "s_per_step": round(s["wall_clock_s"] / max(1, s["steps"]), 3),
-                    "peak_rss_mib": s.get("peak_rss_mib"), "test_acc": ev["test_acc"]["values"],
-                    "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
-                    "eval_images_per_s": ev["eval_images_per_s"], "label_bytes": s.get("label_bytes"),
-                    "cell_wall_s": round(time.time() - t0, 1)})
-            print(f"[{key}] test {stat(ev['test_acc']['values'])['mean']:.2f}  "
-                  f"({s['wall_clock_s']:.0f} s distill, {ev['wall_clock_s']:.0f} s eval)", flush=True)
+    todo = [(m, ipc) for ipc in args.ipcs for m in args.methods if cell_key(m, ipc, args.tag) not in done]
+    lock = threading.Lock()
+
+    def one(m: str, ipc: int) -> None:
+        key = cell_key(m, ipc, args.tag)
+        recipe = ROOT / f"recipes/dd/fmnist_ipc{ipc}/{m}.yaml"
+        overrides = cell_overrides(m, ipc, args.budget, epochs, args.seeds, args.threads, args.time_limit)
+        print(f"[{key}] {' '.join(overrides)}", flush=True)
+        t0 = time.time()
+        s = run_distillation(recipe, overrides, runs / key.replace("/", "_").replace("@", "_"))
+        grid = Path(s["export"]).parent / "synthetic.png"
+        (results / args.name).mkdir(exist_ok=True)
+        shutil.copyfile(grid, results / args.name / f"{key.replace('/', '_').replace('@', '_')}.png")
+        ev = s["eval"]
+        rec = {"cell": key, "method": m, "ipc": ipc, "tag": args.tag if "@" in key else "", "budget": args.budget,
+               "overrides": overrides, "steps": s["steps"], "stopped": s.get("stopped"),
+               "distill_s": s["wall_clock_s"], "s_per_step": round(s["wall_clock_s"] / max(1, s["steps"]), 3),
+               "peak_rss_mib": s.get("peak_rss_mib"), "peak_cuda_mib": s.get("peak_cuda_mib"),
+               "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
+               "eval_images_per_s": ev["eval_images_per_s"], "label_bytes": s.get("label_bytes"),
+               "machine": s.get("machine"), "cell_wall_s": round(time.time() - t0, 1)}
+        with lock:
+            append(rec)
+        print(f"[{key}] test {stat(ev['test_acc']['values'])['mean']:.2f}  "
+              f"({s['wall_clock_s']:.0f} s distill, {ev['wall_clock_s']:.0f} s eval)", flush=True)
+
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(one, m, ipc): cell_key(m, ipc, args.tag) for m, ipc in todo}
+        for f in concurrent.futures.as_completed(futures):
+            if f.exception() is not None:  # a failed cell does not stop the others; rerun to retry it
+                failed.append(futures[f])
+                print(f"[{futures[f]}] FAILED: {f.exception()}", flush=True)
+    if failed:
+        print("failed cells (rerun the same command to retry): " + ", ".join(failed), flush=True)
+        return 1
     return 0
+
+
+def row_name(c: dict) -> str:
+    return c["method"] + (f" @{c['tag']}" if c.get("tag") else "")
 
 
 def report(args, done: dict) -> None:
@@ -156,7 +193,7 @@ def report(args, done: dict) -> None:
         return
     metrics, baselines = {}, {}
     for c in cells:
-        k = f"{c['method']}/ipc{c['ipc']}"
+        k = c["cell"]
         metrics[f"{k}/test_acc"] = stat(c["test_acc"])
         metrics[f"{k}/val_acc"] = stat(c["val_acc"])
         metrics[f"{k}/distill_s"] = stat([c["distill_s"]])
@@ -167,18 +204,21 @@ def report(args, done: dict) -> None:
     baselines["published/full_data/test_acc"] = {"mean": FULL_DATA, "std": 0.0, "n": 1}
     sel = done.get("select")
     epochs = sel["epochs"] if sel else args.epochs
-    budget_txt = ("CPU budget: distillation shortened to " + ", ".join(
+    machines = sorted({c.get("machine") or "?" for c in cells})
+    budget_txt = ("Untagged cells: CPU budget, distillation shortened to " + ", ".join(
         f"{m} IPC{i}: {n} steps" for (m, i), n in CPU_STEPS.items()) + "; DM batch_real 64 (paper 256); DC/DSA "
-        "steps are outer iterations (the paper runs 1000 x outer_loop). Full budgets: --budget full."
-        if args.budget == "cpu" else "Full paper budgets (recipes unchanged).")
+        "steps are outer iterations (the paper runs 1000 x outer_loop). Tagged cells (@gpu): the recipes' full "
+        "budgets cut by a wall-clock limit (trainer.time_limit_s), steps reached in the cost table; their "
+        "overrides are in the cells file.")
     result = {
         "catalog_ids": sorted({CATALOG[c["method"]] for c in cells}),
-        "command": f"python benchmarks/dd_fmnist.py --budget {args.budget}",
+        "command": "python benchmarks/dd_fmnist.py  (CPU budget); python benchmarks/dd_fmnist.py --budget full "
+                   "--time-limit 300 --tag gpu --jobs 13 --threads 1 --ipcs 50 10 1  (GPU cells)",
         "dataset": "fmnist: 55k train (distillation source), 5k val (protocol choice), 10k official test",
         "seeds": list(range(args.seeds)),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_wall_s"] for c in cells) + (sel or {}).get("wall_clock_s", 0), 1),
-        "machine": machine(), "date": time.strftime("%Y-%m-%d"),
+        "machine": " | ".join(machines), "date": time.strftime("%Y-%m-%d"),
         "notes": (f"Protocol dd-v1: ConvNet-3 w128 instance norm, first conv padding 3 (32x32 maps, as the DC code), "
                   f"DSA, SGD 0.01 m0.9 wd5e-4, lr x0.1 at half, {epochs} epochs chosen on the validation split "
                   f"(random IPC10 subset, candidates {SELECT_EPOCHS}), evaluation seeds 0..{args.seeds - 1}, "
@@ -188,28 +228,35 @@ def report(args, done: dict) -> None:
     ipcs = sorted({c["ipc"] for c in cells})
     lines = ["## Test accuracy (%), ConvNet-3, mean ± std over evaluation seeds (published in brackets)", "",
              "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|" + "---|" * len(ipcs)]
+    tags = [""] + sorted({c.get("tag", "") for c in cells} - {""})
     for m in METHODS:
-        row = []
-        for i in ipcs:
-            c = done.get(f"{m}/ipc{i}")
-            pub = PUBLISHED.get(m, (None,) * 3)[(1, 10, 50).index(i)] if i in (1, 10, 50) else None
-            txt = f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–"
-            row.append(txt + (f" ({pub})" if pub is not None else ""))
-        if any(done.get(f"{m}/ipc{i}") for i in ipcs):
-            lines.append(f"| {m} | " + " | ".join(row) + " |")
+        for tag in tags:
+            row, any_cell = [], False
+            for i in ipcs:
+                c = done.get(f"{m}/ipc{i}" + (f"@{tag}" if tag else ""))
+                any_cell |= c is not None
+                pub = PUBLISHED.get(m, (None,) * 3)[(1, 10, 50).index(i)] if i in (1, 10, 50) else None
+                txt = f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–"
+                row.append(txt + (f" ({pub})" if pub is not None else ""))
+            if any_cell:
+                lines.append(f"| {m}{f' @{tag}' if tag else ''} | " + " | ".join(row) + " |")
     lines += ["", f"Full training set (published): {FULL_DATA}.", "",
-              "## Cost per cell", "", "| cell | steps | distill s | s/step | peak RSS MiB | eval s (all seeds) | eval img/s | val acc |",
-              "|---|---|---|---|---|---|---|---|"]
+              "## Cost per cell", "",
+              "| cell | machine | steps | distill s | s/step | peak RSS MiB | eval s (all seeds) | eval img/s | val acc |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
-        lines.append(f"| {c['method']} IPC{c['ipc']} | {c['steps']} | {c['distill_s']:.0f} | {c['s_per_step']} | "
+        where = "GPU" if "cuda" in (c.get("machine") or "") or "NVIDIA" in (c.get("machine") or "") else "CPU"
+        lines.append(f"| {row_name(c)} IPC{c['ipc']} | {where} | {c['steps']} | {c['distill_s']:.0f} | {c['s_per_step']} | "
                      f"{c['peak_rss_mib']} | {c['eval_s']:.0f} | {c['eval_images_per_s']:.0f} | "
                      f"{stat(c['val_acc'])['mean']:.2f} |")
+    lines += ["", "Machines: " + "; ".join(machines) + "."]
     if sel:
         lines += ["", "## Evaluation epochs chosen on validation (random IPC-10 subset, 2 seeds)", "",
                   "| epochs | val acc | s |", "|---|---|---|"]
         lines += [f"| {t['epochs']} | {t['val_acc']:.2f} | {t['wall_clock_s']:.0f} |" for t in sel["table"]]
     lines += ["", "Synthetic sets (rows = classes): " + ", ".join(
-        f"[{c['method']} IPC{c['ipc']}]({args.name}/{c['method']}_ipc{c['ipc']}.png)" for c in cells)]
+        f"[{row_name(c)} IPC{c['ipc']}]({args.name}/{c['cell'].replace('/', '_').replace('@', '_')}.png)"
+        for c in cells)]
     write_markdown(Path(args.results) / f"{args.name}.md", result,
                    "Dataset distillation on Fashion-MNIST (ConvNet-3, protocol dd-v1)", "\n".join(lines))
 

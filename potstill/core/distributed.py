@@ -73,3 +73,12 @@ def broadcast_module(module: torch.nn.Module) -> None:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def rank0_says(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every process (so all processes take the same branch)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.broadcast(t, 0)
+    return bool(t.item())

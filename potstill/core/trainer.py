@@ -77,10 +77,13 @@ class TrainerConfig:
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     threads: int = 0                         # torch CPU threads (0: torch's default)
     progress: bool = True
+    time_limit_s: float = 0.0                # > 0: stop stepping after this much wall-clock (then export, evaluate)
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1:
             raise ValueError("steps must be >= 0 and batch_size >= 1")
+        if self.time_limit_s < 0:
+            raise ConfigError(f"trainer.time_limit_s: must be >= 0 (0 = no limit), got {self.time_limit_s}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
@@ -274,7 +277,11 @@ class Trainer:
             batches = _cycle(train_data)
         step_fn = method.train_step or self.default_step
         method.train()
+        self.stopped = None
         while self.step < cfg.steps:
+            if cfg.time_limit_s and self._out_of_time():
+                self.stopped = "time_limit"
+                break
             batch = _to_batch(next(batches), device)
             logs = step_fn(batch, self.step) if method.train_step is None else step_fn(batch, self.step, self)
             self.step += 1
@@ -287,6 +294,8 @@ class Trainer:
         if self.out is not None and (cfg.ckpt_every == 0 or self.step % cfg.ckpt_every):
             self.save_checkpoint()
         result: dict[str, Any] = {"steps": self.step}
+        if self.stopped:
+            result["stopped"] = f"{self.stopped} ({cfg.time_limit_s:g} s) after {self.step} of {cfg.steps} steps"
         if val_data is not None:
             result["val"] = self.evaluator.run(self, self.step)
         if test_data is not None:  # reported once, at the end; never used for any choice
@@ -297,6 +306,11 @@ class Trainer:
         result["val_history"] = self.evaluator.history
         result["wall_clock_s"] = round(self.elapsed(), 3)
         return result
+
+
+    def _out_of_time(self) -> bool:
+        """Past ``time_limit_s``? Under torchrun every process follows rank 0, so all stop at one step."""
+        return dist.rank0_says(self.elapsed() >= self.cfg.time_limit_s)
 
 
 def _cycle(iterable):

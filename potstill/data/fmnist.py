@@ -71,8 +71,14 @@ def load_raw(path: str | None = None):
     return out
 
 
-def to_arrays(x: np.ndarray, y: np.ndarray) -> ArrayData:
-    xt = (torch.from_numpy(x.astype(np.float32) / 255.0) - MEAN) / STD
+#: pixel scalings: "standard" (zero mean, unit std: classifiers, dataset distillation) or
+#: "symmetric" ([-1, 1]: diffusion models, whose EDM preconditioning assumes data std ~0.5)
+PIXELS = {"standard": (MEAN, STD), "symmetric": (0.5, 0.5)}
+
+
+def to_arrays(x: np.ndarray, y: np.ndarray, pixels: str = "standard") -> ArrayData:
+    mean, std = PIXELS[pixels]
+    xt = (torch.from_numpy(x.astype(np.float32) / 255.0) - mean) / std
     return ArrayData(xt.unsqueeze(1), torch.from_numpy(y.astype(np.int64)))
 
 
@@ -82,11 +88,17 @@ class FashionMNISTConfig:
     val_size: int = 5000          # carved from the 60k training images, class-stratified
     train_size: int | None = None  # keep only this many labelled training images; the rest -> unlabeled
     split_seed: int = 0
+    pixels: str = "standard"      # standard: (x - 0.286) / 0.353 | symmetric: 2x - 1, in [-1, 1]
+
+    def __post_init__(self):
+        if self.pixels not in PIXELS:
+            raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, not {self.pixels!r}")
 
 
 @DATASETS.register("fmnist", FashionMNISTConfig)
 def fmnist(cfg: FashionMNISTConfig) -> DataBundle:
     raw = load_raw(cfg.path)
-    train, val, unlabeled = carve(to_arrays(*raw["train"]), cfg.val_size, cfg.train_size, cfg.split_seed)
-    return DataBundle("fmnist", train, val, to_arrays(*raw["test"]), 10, unlabeled, CLASSES,
-                      {"mean": [MEAN], "std": [STD]})
+    train, val, unlabeled = carve(to_arrays(*raw["train"], cfg.pixels), cfg.val_size, cfg.train_size, cfg.split_seed)
+    mean, std = PIXELS[cfg.pixels]
+    return DataBundle("fmnist", train, val, to_arrays(*raw["test"], cfg.pixels), 10, unlabeled, CLASSES,
+                      {"mean": [mean], "std": [std]})

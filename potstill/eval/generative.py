@@ -24,17 +24,22 @@ import torch
 
 
 def frechet_distance(a: torch.Tensor | np.ndarray, b: torch.Tensor | np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of Gaussians fitted to two feature sets.
+
+    tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of the symmetric
+    PSD matrix S_a^(1/2) S_b S_a^(1/2) (similar to S_a S_b): two symmetric eigendecompositions,
+    several times faster than a general matrix square root at 1,024 dimensions and as exact.
+    """
     from scipy import linalg
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mu1, mu2 = a.mean(0), b.mean(0)
-    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = linalg.sqrtm(s1 @ s2)
-    if not np.isfinite(covmean).all():  # near-singular product: regularise as pytorch-fid does
-        eps = np.eye(len(s1)) * 1e-6
-        covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    s1, s2 = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    tr_covmean = np.sqrt(np.clip(linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
