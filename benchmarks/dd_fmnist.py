@@ -114,10 +114,14 @@ def main(argv=None) -> int:
     ap.add_argument("--time-limit", type=float, default=0, help="seconds of distillation per cell (0: none)")
     ap.add_argument("--tag", default="", help="suffix of distillation cell keys, e.g. gpu (dm/ipc10@gpu)")
     ap.add_argument("--jobs", type=int, default=1, help="cells run at once")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="extra recipe overrides for the distillation cells (give them a --tag)")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/dd_fmnist"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="dd_fmnist")
     args = ap.parse_args(argv)
+    if args.set and not args.tag:
+        ap.error("--set changes the recipe: give the cells a --tag so they are kept apart")
 
     results, runs = Path(args.results), Path(args.runs)
     results.mkdir(parents=True, exist_ok=True)
@@ -151,6 +155,8 @@ def main(argv=None) -> int:
         key = cell_key(m, ipc, args.tag)
         recipe = ROOT / f"recipes/dd/fmnist_ipc{ipc}/{m}.yaml"
         overrides = cell_overrides(m, ipc, args.budget, epochs, args.seeds, args.threads, args.time_limit)
+        if (m, ipc) in CPU_STEPS:
+            overrides += args.set
         print(f"[{key}] {' '.join(overrides)}", flush=True)
         t0 = time.time()
         s = run_distillation(recipe, overrides, runs / key.replace("/", "_").replace("@", "_"))
@@ -177,6 +183,7 @@ def main(argv=None) -> int:
             if f.exception() is not None:  # a failed cell does not stop the others; rerun to retry it
                 failed.append(futures[f])
                 print(f"[{futures[f]}] FAILED: {f.exception()}", flush=True)
+    report(args, done)
     if failed:
         print("failed cells (rerun the same command to retry): " + ", ".join(failed), flush=True)
         return 1

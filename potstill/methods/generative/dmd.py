@@ -76,20 +76,34 @@ class DMD(GenerativeMethod):
     def build(cls, cfg, ctx):
         return cls(cfg, teacher_denoiser(ctx), ctx.data)
 
-    @torch.no_grad()
     def make_pairs(self, n: int) -> ArrayData:
-        """(noise, label) pairs and the teacher's deterministic ODE solution for each (fixed seed)."""
+        """(noise, label) pairs (fixed seed); their teacher ODE solutions come from :attr:`pair_targets`."""
         g = torch.Generator().manual_seed(2024)
         z = torch.randn(n, *self.in_shape, generator=g)
         c = torch.randint(self.num_classes, (n,), generator=g)
-        dev = next(self.teacher.parameters()).device
-        outs = []
-        for i in range(0, n, 512):
-            cond = c[i:i + 512].to(dev) if self.cfg.conditional else None
-            outs.append(heun(self.teacher, z[i:i + 512].to(dev), karras_sigmas(self.cfg.regression_steps, sigma_max=self.sigma_max),
-                             cond=cond, guidance=self.cfg.guidance, uncond=self.num_classes).x.cpu())
-        self.register_buffer("pair_targets", torch.cat(outs), persistent=False)
+        self._pair_targets = None
         return ArrayData(z, c)
+
+    @property
+    @torch.no_grad()
+    def pair_targets(self) -> torch.Tensor:
+        """The teacher's deterministic ODE solution of every pair (Heun, ``regression_steps``).
+
+        Computed on first use, so on the device the trainer moved the method to (a GPU makes
+        thousands of 35-NFE solves take seconds, not the CPU's hours); deterministic, so a resumed
+        run recomputes the same targets instead of storing them.
+        """
+        if self._pair_targets is None:
+            z, c = self.pairs.x, self.pairs.y
+            dev = next(self.teacher.parameters()).device
+            sig = karras_sigmas(self.cfg.regression_steps, sigma_max=self.sigma_max)
+            outs = []
+            for i in range(0, len(z), 512):
+                cond = c[i:i + 512].to(dev) if self.cfg.conditional else None
+                outs.append(heun(self.teacher, z[i:i + 512].to(dev), sig, cond=cond, guidance=self.cfg.guidance,
+                                 uncond=self.num_classes).x.cpu())
+            self._pair_targets = torch.cat(outs)
+        return self._pair_targets
 
     def train_data(self, bundle):
         return self.pairs
