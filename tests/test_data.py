@@ -80,3 +80,17 @@ def test_batches_are_a_pure_function_of_step_and_shard_across_ranks():
     assert sorted(torch.cat(shards).tolist()) == sorted(a.indices(3).tolist())
     with pytest.raises(DataError, match="not divisible"):
         BatchSampler(100, 21, seed=0, world=2)
+
+
+def test_fmnist_pixel_scalings_are_exact():
+    import numpy as np
+
+    from potstill.data.fmnist import MEAN, STD, FashionMNISTConfig, to_arrays
+
+    raw = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
+    sym = to_arrays(raw, np.array([3]), "symmetric")
+    assert torch.allclose(sym.x.flatten(), torch.tensor([-1.0, 1.0, -0.6, -0.2]))
+    std = to_arrays(raw, np.array([3]))
+    assert std.x.flatten()[1].item() == pytest.approx((1.0 - MEAN) / STD)
+    with pytest.raises(ValueError, match="pixels"):
+        FashionMNISTConfig(pixels="zero_one")

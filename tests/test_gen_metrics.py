@@ -1,6 +1,8 @@
 """Generative metrics on distributions with known answers."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -43,3 +45,15 @@ def test_mmd_precision_recall_and_modes():
     assert mode_stats(bundle.test.x, centers, 0.05) == {"mode_coverage": 1.0, "high_quality": pytest.approx(0.99, abs=0.01)}
     only_two = bundle.test.x[bundle.test.y < 2]
     assert mode_stats(only_two, centers, 0.05)["mode_coverage"] == 0.25
+
+
+def test_frechet_distance_matches_the_matrix_square_root_formula():
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 12))
+    b = rng.normal(size=(400, 12)) @ rng.normal(size=(12, 12)) * 0.5 + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = (((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(s1) + np.trace(s2)
+            - 2 * np.trace(linalg.sqrtm(s1 @ s2).real))
+    assert frechet_distance(a, b) == pytest.approx(want, rel=1e-9)

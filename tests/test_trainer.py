@@ -124,3 +124,21 @@ def test_user_dataloader_is_cycled(tiny_trainer, digits):
     method = potstill.METHODS.get("supervised")(potstill.METHODS.get("supervised").Config(), student=model)
     out = potstill.Trainer(tiny_trainer(steps=5)).fit(method, loader, digits.val)
     assert out["steps"] == 5
+
+
+def test_time_limit_stops_between_steps_and_says_so(tiny_trainer):
+    import time
+
+    class Slow(TwoGroups):
+        def loss(self, batch, step):
+            time.sleep(0.05)
+            return super().loss(batch, step)
+
+    out = potstill.Trainer(tiny_trainer(steps=10_000, time_limit_s=0.3,
+                                        optim={"a": sgd(), "b": sgd()})).fit(Slow(), DATA)
+    assert 1 <= out["steps"] < 50                      # ~6 steps of 0.05 s fit in 0.3 s
+    assert out["stopped"].startswith("time_limit (0.3 s) after") and "of 10000 steps" in out["stopped"]
+    full = potstill.Trainer(tiny_trainer(steps=3, time_limit_s=60)).fit(TwoGroups(), DATA)
+    assert full["steps"] == 3 and "stopped" not in full
+    with pytest.raises(potstill.ConfigError, match="trainer.time_limit_s"):
+        tiny_trainer(time_limit_s=-1)
