@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from potstill.core.run import load_denoiser, load_model, machine  # noqa: E402
-from potstill.diffusion import karras_sigmas, nested_sigmas, sample  # noqa: E402
+from potstill.diffusion import karras_sigmas, plan_sigmas, sample  # noqa: E402
 from potstill.eval.generative import fid_features, frechet_distance, precision_recall  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -177,8 +177,7 @@ def main(argv=None) -> int:
         if (runs / name / "export" / "model.json").is_file():
             d = load_denoiser(runs / name).to(device)
             plan = d.sampling
-            sched = nested_sigmas if plan.get("schedule") == "nested" else karras_sigmas
-            plans.append((name, d, plan["sampler"], plan["steps"], sched(plan["steps"], sigma_max=plan["sigma_max"])))
+            plans.append((name, d, plan["sampler"], plan["steps"], plan_sigmas(plan)))
     # the floor: held-out real images (validation split) against the test images
     if "data/val/seed0" not in done:
         append(cells_path, done, {"cell": "data/val/seed0", "model": "data", "sampler": "-", "steps": 0, "seed": 0,

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from potstill.core.run import load_denoiser, machine, resolve, run  # noqa: E402
 from potstill.data import load_dataset  # noqa: E402
-from potstill.diffusion import karras_sigmas, nested_sigmas, sample  # noqa: E402
+from potstill.diffusion import karras_sigmas, plan_sigmas, sample  # noqa: E402
 from potstill.eval.generative import mmd_rbf, mode_stats, sliced_wasserstein  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -101,8 +101,7 @@ def main(argv=None) -> int:
         train_s[name] = s["wall_clock_s"]
         d = load_denoiser(runs / name)
         plan = d.sampling
-        sched = nested_sigmas if plan.get("schedule") == "nested" else karras_sigmas
-        plans.append((name, d, plan["sampler"], plan["steps"], sched(plan["steps"], sigma_max=plan["sigma_max"])))
+        plans.append((name, d, plan["sampler"], plan["steps"], plan_sigmas(plan)))
         if name == "consistency":  # one model, also sampled with 4 steps
             plans.append((name, d, "multistep", 4, karras_sigmas(4, sigma_max=plan["sigma_max"])))
     for who, d, sampler, steps, sig in plans:

@@ -199,13 +199,12 @@ def cmd_sample(args) -> int:
 
     from .core.run import load_denoiser
     from .data import load_dataset
-    from .diffusion import karras_sigmas, nested_sigmas, sample
+    from .diffusion import plan_sigmas, sample
 
     d = load_denoiser(args.run)
     plan = d.sampling or {}                      # a distilled student says how it is sampled
     args.sampler = args.sampler or plan.get("sampler", "heun")
     args.steps = args.steps or plan.get("steps", 18)
-    schedule = nested_sigmas if plan.get("schedule") == "nested" else karras_sigmas
     cfg_path = os.path.join(args.run, "config.yaml")
     bundle = load_dataset(yaml.safe_load(open(cfg_path))["data"]) if os.path.isfile(cfg_path) else None
     k = d.num_classes
@@ -215,7 +214,7 @@ def cmd_sample(args) -> int:
     g = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(n, *d.in_shape, generator=g)
     t0 = time.perf_counter()
-    out = sample(d, noise, schedule(args.steps, sigma_max=plan.get("sigma_max", 80.0)), args.sampler, cond=cond, guidance=args.guidance, uncond=k,
+    out = sample(d, noise, plan_sigmas(plan, args.steps), args.sampler, cond=cond, guidance=args.guidance, uncond=k,
                  generator=g)
     dt = time.perf_counter() - t0
     print(f"{n} samples, {args.sampler} {args.steps} step(s), NFE {out.nfe}, {1000 * dt / n:.2f} s per 1000 samples")

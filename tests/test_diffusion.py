@@ -152,3 +152,17 @@ def test_a_local_diffusers_unet_becomes_a_denoiser(tmp_path):
         assert torch.allclose(d(x, torch.full((2,), d.sigma_min)), x, atol=0.05)    # tiny noise: D ~ x
     out = sample(d, torch.randn(2, 1, 8, 8), karras_sigmas(3, d.sigma_min, d.sigma_max), "euler")
     assert out.x.shape == (2, 1, 8, 8) and out.nfe == 3 and torch.isfinite(out.x).all()
+
+
+def test_strided_sigmas_take_dmd2_timesteps_on_the_karras_grid():
+    from potstill.diffusion import karras_sigmas, plan_sigmas, strided_sigmas
+
+    grid = karras_sigmas(1000)
+    s = strided_sigmas(4)
+    assert torch.equal(s, torch.stack([grid[0], grid[250], grid[500], grid[750], grid.new_zeros(())]))
+    assert s[-2] > 0.1 and s[1] > 10          # not a step wasted on a nearly clean image
+    assert torch.equal(strided_sigmas(1), torch.tensor([80.0, 0.0], dtype=torch.float64))
+    assert torch.equal(plan_sigmas({"steps": 4, "schedule": "strided"}), s)
+    assert torch.equal(plan_sigmas({"steps": 2, "sigma_max": 80.0}), karras_sigmas(2))   # old plans: Karras
+    with pytest.raises(ValueError, match="unknown schedule"):
+        plan_sigmas({"schedule": "cosine"})

@@ -3,9 +3,9 @@ same denoiser interface, label sampling, and a cheap sample-quality check for va
 
 A student *generator* is itself a denoiser ``G(x, sigma, cond)`` initialised from the teacher.
 Its k-step sampler is :func:`~potstill.diffusion.samplers.multistep` on
-``karras_sigmas(k)``: start at x = sigma_max z, take x_0 = G(x, sigma_i), re-noise to
-sigma_{i+1}, ... so ``potstill sample <run> --sampler multistep --steps k`` draws from it.
-(One step: x_0 = G(sigma_max z, sigma_max).)
+``strided_sigmas(k)`` (DMD2's timesteps 999, 749, 499, 249 for k = 4): start at x = sigma_max z,
+take x_0 = G(x, sigma_i), re-noise to sigma_{i+1}, ...; the plan is exported with the model, so
+``potstill sample <run>`` draws from it. (One step: x_0 = G(sigma_max z, sigma_max).)
 
 The teacher comes from the recipe's ``teacher: {checkpoint: <a teacher run or its export/>}``
 section (rebuilt with :func:`~potstill.core.run.load_denoiser`) or, from Python, any
@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ...core.config import ConfigError
 from ...core.method import Method
-from ...diffusion import karras_sigmas
+from ...diffusion import karras_sigmas, strided_sigmas
 from ...diffusion.samplers import multistep
 
 
@@ -64,7 +64,8 @@ class GenerativeMethod(Method):
         """A trainable copy of the teacher; ``generator=True`` records how to sample it."""
         net = copy.deepcopy(self.teacher).requires_grad_(True).train()
         if generator:
-            net.sampling = {"sampler": "multistep", "steps": int(getattr(self.cfg, "steps", 1)), "sigma_max": self.sigma_max}
+            net.sampling = {"sampler": "multistep", "steps": int(getattr(self.cfg, "steps", 1)), "sigma_max": self.sigma_max,
+                            "schedule": "strided"}
         return net
 
     def sample_labels(self, n: int, device) -> torch.Tensor | None:
@@ -73,7 +74,8 @@ class GenerativeMethod(Method):
         return torch.randint(self.num_classes, (n,), device=device)
 
     def generator_sigmas(self) -> list[float]:
-        return [float(s) for s in karras_sigmas(int(getattr(self.cfg, "steps", 1)), sigma_max=self.sigma_max)]
+        """The k-step generator's input noise levels (DMD2's strided timesteps; [sigma_max, 0] for one step)."""
+        return [float(s) for s in strided_sigmas(int(getattr(self.cfg, "steps", 1)), sigma_max=self.sigma_max)]
 
     def real_denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float = 1.0) -> torch.Tensor:
         """The teacher's x_0 estimate, with classifier-free guidance ``guidance`` when conditional."""
