@@ -108,5 +108,5 @@ def load_dataset(spec: Spec | dict | str, key: str = "data") -> DataBundle:
     return DATASETS.get(spec.name)(spec.config)
 
 
-from . import digits, fmnist, npz, toy2d  # noqa: E402,F401  (registration)
+from . import digits, fmnist, npz, text, toy2d  # noqa: E402,F401  (registration)
 from .loader import BatchSampler, batches_from  # noqa: E402,F401
