@@ -43,6 +43,7 @@ STUDENTS = {  # name: (recipe, overrides)
     "dmd": ("dmd_toy2d.yaml", []),
     "dmd2": ("dmd2_toy2d.yaml", []),
     "dmd2_4step": ("dmd2_toy2d.yaml", ["method.steps=4"]),
+    "dmd2_4step_strided": ("dmd2_toy2d.yaml", ["method.steps=4", "method.schedule=strided"]),
 }
 CATALOG = {"progressive": "B8", "consistency": "B8", "dmd": "B9", "dmd2": "G4"}
 N_SAMPLES = 5000

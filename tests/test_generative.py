@@ -128,7 +128,7 @@ def test_dmd_regression_pairs_are_the_teachers_ode_solutions():
     z, c = m.pairs.x, m.pairs.y
     want = heun(m.teacher, z, karras_sigmas(3), cond=c).x
     assert torch.allclose(m.pair_targets, want, atol=1e-6)
-    assert m.export().sampling == {"sampler": "multistep", "steps": 1, "sigma_max": 80.0, "schedule": "strided"}
+    assert m.export().sampling == {"sampler": "multistep", "steps": 1, "sigma_max": 80.0, "schedule": "karras"}
 
 
 class ConstantDenoiser(Denoiser):

@@ -2,10 +2,10 @@
 same denoiser interface, label sampling, and a cheap sample-quality check for validation.
 
 A student *generator* is itself a denoiser ``G(x, sigma, cond)`` initialised from the teacher.
-Its k-step sampler is :func:`~potstill.diffusion.samplers.multistep` on
-``strided_sigmas(k)`` (DMD2's timesteps 999, 749, 499, 249 for k = 4): start at x = sigma_max z,
-take x_0 = G(x, sigma_i), re-noise to sigma_{i+1}, ...; the plan is exported with the model, so
-``potstill sample <run>`` draws from it. (One step: x_0 = G(sigma_max z, sigma_max).)
+Its k-step sampler is :func:`~potstill.diffusion.samplers.multistep` on ``karras_sigmas(k)``
+(or, with ``schedule: strided``, DMD2's timesteps 999, 749, 499, 249 for k = 4): start at
+x = sigma_max z, take x_0 = G(x, sigma_i), re-noise to sigma_{i+1}, ...; the plan is exported
+with the model, so ``potstill sample <run>`` draws from it. (One step: x_0 = G(sigma_max z, sigma_max).)
 
 The teacher comes from the recipe's ``teacher: {checkpoint: <a teacher run or its export/>}``
 section (rebuilt with :func:`~potstill.core.run.load_denoiser`) or, from Python, any
@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from ...core.config import ConfigError
 from ...core.method import Method
-from ...diffusion import karras_sigmas, strided_sigmas
+from ...diffusion import karras_sigmas, plan_sigmas
 from ...diffusion.samplers import multistep
 
 
@@ -65,7 +65,7 @@ class GenerativeMethod(Method):
         net = copy.deepcopy(self.teacher).requires_grad_(True).train()
         if generator:
             net.sampling = {"sampler": "multistep", "steps": int(getattr(self.cfg, "steps", 1)), "sigma_max": self.sigma_max,
-                            "schedule": "strided"}
+                            "schedule": getattr(self.cfg, "schedule", "karras")}
         return net
 
     def sample_labels(self, n: int, device) -> torch.Tensor | None:
@@ -74,8 +74,10 @@ class GenerativeMethod(Method):
         return torch.randint(self.num_classes, (n,), device=device)
 
     def generator_sigmas(self) -> list[float]:
-        """The k-step generator's input noise levels (DMD2's strided timesteps; [sigma_max, 0] for one step)."""
-        return [float(s) for s in strided_sigmas(int(getattr(self.cfg, "steps", 1)), sigma_max=self.sigma_max)]
+        """The k-step generator's input noise levels ([sigma_max, 0] for one step), by ``cfg.schedule``."""
+        plan = {"steps": int(getattr(self.cfg, "steps", 1)), "sigma_max": self.sigma_max,
+                "schedule": getattr(self.cfg, "schedule", "karras")}
+        return [float(s) for s in plan_sigmas(plan)]
 
     def real_denoise(self, x: torch.Tensor, sigma: torch.Tensor, cond, guidance: float = 1.0) -> torch.Tensor:
         """The teacher's x_0 estimate, with classifier-free guidance ``guidance`` when conditional."""

@@ -43,6 +43,7 @@ from .base import GenerativeMethod, teacher_denoiser
 class DMDConfig:
     steps: int = 1                    # generator steps (DMD: one)
     sigma_max: float = 80.0
+    schedule: str = "karras"          # k-step generator levels: karras (EDM) | strided (DMD2's t = 999, 749, ...)
     guidance: float = 1.0             # CFG weight of the real score
     regression_weight: float = 0.25
     regression_pairs: int = 1024
@@ -52,6 +53,8 @@ class DMDConfig:
     fake_p_std: float = 1.2
 
     def __post_init__(self):
+        if self.schedule not in ("karras", "strided"):
+            raise ValueError(f"schedule must be 'karras' or 'strided', not {self.schedule!r}")
         if self.steps < 1 or self.regression_pairs < 1 or self.regression_steps < 1:
             raise ValueError("steps, regression_pairs and regression_steps must be >= 1")
 

@@ -36,6 +36,7 @@ from .base import GenerativeMethod, teacher_denoiser
 class DMD2Config:
     steps: int = 1                     # generator steps (1 or e.g. 4)
     sigma_max: float = 80.0
+    schedule: str = "karras"          # k-step generator levels: karras (EDM) | strided (DMD2's t = 999, 749, ...)
     guidance: float = 1.0
     gan: bool = True
     gan_weight_g: float = 3e-3         # generator's GAN loss weight (paper, ImageNet)
@@ -46,6 +47,8 @@ class DMD2Config:
     fake_p_std: float = 1.2
 
     def __post_init__(self):
+        if self.schedule not in ("karras", "strided"):
+            raise ValueError(f"schedule must be 'karras' or 'strided', not {self.schedule!r}")
         if self.steps < 1 or self.gan_weight_g < 0 or self.gan_weight_d < 0:
             raise ValueError("steps must be >= 1 and the GAN weights >= 0")
 
