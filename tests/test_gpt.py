@@ -44,5 +44,8 @@ def test_greedy_generation_is_argmax_of_full_passes(net):
         net(torch.randint(11, (1, 17)))
 
 
-def test_output_embedding_is_tied(net):
-    assert net.head.weight is net.tok.weight
+def test_output_layer_is_the_token_embedding(net):
+    x = torch.randint(11, (1, 4))
+    h = net.ln_f(net.blocks[1](net.blocks[0](net.tok(x) + net.pos(torch.arange(4)), 0, None), 1, None))
+    assert torch.allclose(net(x), h @ net.tok.weight.T, atol=1e-6)
+    assert not any("head" in k for k in net.state_dict())   # one tensor: safetensors can store it

@@ -29,9 +29,17 @@ def small_generative_config(cls):
     return cls.Config(**extra)
 
 
-def build(name, bundle):
+TINY_GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+
+def build(name, bundle, text=None):
     torch.manual_seed(0)
     cls = potstill.METHODS.get(name)
+    if cls.pillar == "lm":
+        ctx = BuildContext(data=text, student_module=build_model(TINY_GPT, text.in_shape, text.num_classes),
+                           teacher_module=build_model({**TINY_GPT, "n_embd": 24}, text.in_shape, text.num_classes))
+        cfg = cls.Config(on_policy=0.5, prompt_len=4) if "on_policy" in cls.Config.__dataclass_fields__ else cls.Config()
+        return cls.build(cfg, ctx)
     if cls.pillar == "generative":
         unet = {"name": "unet", "channels": [8, 16], "groups": 4, "emb": 16}
         ctx = BuildContext(data=bundle, student_module=build_model(unet, bundle.in_shape, 10),
@@ -48,13 +56,21 @@ def small_digits():
     return potstill.load_dataset({"name": "digits", "train_size": 300})
 
 
+@pytest.fixture(scope="module")
+def small_text():
+    return potstill.load_dataset({"name": "arithmetic", "train_size": 200, "val_size": 20, "test_size": 20,
+                                  "block_size": 16})
+
+
 @pytest.mark.parametrize("name", potstill.METHODS.names())
-def test_method_trains_changes_every_group_and_round_trips(name, small_digits, tmp_path, tiny_trainer):
+def test_method_trains_changes_every_group_and_round_trips(name, small_digits, small_text, tmp_path, tiny_trainer):
     cls = potstill.METHODS.get(name)
-    assert cls.__doc__ and cls.pillar in ("kd", "dataset", "generative")
+    assert cls.__doc__ and cls.pillar in ("kd", "dataset", "generative", "lm")
+    if cls.pillar == "lm":
+        small_digits = small_text  # the same checks on text
     if cls.catalog_ids:
         assert cls.paper and cls.arxiv, "a catalog method names its paper and arXiv id"
-    method = build(name, small_digits)
+    method = build(name, small_digits, small_text)
     before = {g: [p.detach().clone() for p in ps] for g, ps in method.param_groups().items()}
     trainer = potstill.Trainer(tiny_trainer(), tmp_path)
     result = trainer.fit(method, method.train_data(small_digits), small_digits.val)
@@ -70,10 +86,12 @@ def test_method_trains_changes_every_group_and_round_trips(name, small_digits, t
         assert result["val"] == {} and method.export().ipc == 2
     elif cls.pillar == "generative":
         assert "edm_loss" in result["val"] or "swd" in result["val"]  # teachers / few-step students
+    elif cls.pillar == "lm":
+        assert 0.0 < result["val"]["nll"] < 2 * math.log(small_text.num_classes)
     else:
         assert 0.0 <= result["val"]["acc"] <= 1.0
     # checkpoint round trip: a fresh method restored from the run equals the trained one
-    fresh = build(name, small_digits)
+    fresh = build(name, small_digits, small_text)
     potstill.Trainer(tiny_trainer(), tmp_path).fit(fresh, fresh.train_data(small_digits), resume=True)
     trained, restored = method.trainable_state(), fresh.trainable_state()
     assert trained.keys() == restored.keys()

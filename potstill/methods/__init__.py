@@ -1,2 +1,2 @@
 """Every registered method, one file each, grouped by pillar."""
-from . import dataset, generative, kd  # noqa: F401
+from . import dataset, generative, kd, lm  # noqa: F401

@@ -107,8 +107,6 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
-        self.head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
-        self.head.weight = self.tok.weight  # tied embeddings
         self.apply(self._init)
 
     @staticmethod
@@ -128,7 +126,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok(idx) + self.pos(pos))
         for i, blk in enumerate(self.blocks):
             x = blk(x, i, cache)
-        return self.head(self.ln_f(x))
+        return F.linear(self.ln_f(x), self.tok.weight)   # output layer tied to the token embedding
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, n: int, temperature: float = 1.0, generator=None,

@@ -1,0 +1,1 @@
+from . import language_model, token_kd  # noqa: F401

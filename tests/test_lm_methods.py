@@ -1,0 +1,71 @@
+"""Token-level LM distillation (B10): on-policy schedule, generated batches, zero loss at the teacher."""
+import copy
+
+import pytest
+import torch
+
+import potstill
+from potstill.core.method import BuildContext
+from potstill.models import build_model
+
+GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+
+@pytest.fixture(scope="module")
+def text():
+    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
+                                  "block_size": 16})
+
+
+def method(text, student=None, teacher=None, **cfg):
+    torch.manual_seed(0)
+    teacher = teacher or build_model(GPT, text.in_shape, text.num_classes)
+    student = student or build_model(GPT, text.in_shape, text.num_classes)
+    cls = potstill.METHODS.get("token_kd")
+    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=student, teacher_module=teacher))
+
+
+def test_on_policy_steps_are_a_seeded_fraction(text):
+    m = method(text, on_policy=0.3)
+    picks = [m.generated(s) for s in range(2000)]
+    assert picks == [m.generated(s) for s in range(2000)]          # a pure function of (seed, step)
+    assert 0.26 < sum(picks) / 2000 < 0.34
+    assert not any(method(text).generated(s) for s in range(100))  # λ = 0: always the data
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_rkl"])
+def test_student_equal_to_teacher_has_zero_loss_on_and_off_policy(text, kind):
+    teacher = build_model(GPT, text.in_shape, text.num_classes)
+    m = method(text, student=copy.deepcopy(teacher), teacher=teacher, divergence=kind, on_policy=1.0, prompt_len=4)
+    batch = {"x": text.train.x[:4], "y": text.train.y[:4]}
+    assert m.loss(batch, 0)["student"].item() == pytest.approx(0.0, abs=1e-6)
+    m.cfg.on_policy = 0.0
+    assert m.loss(batch, 0)["student"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("sequence_kd", [False, True])
+def test_generated_batches_keep_the_prompt_and_come_from_the_right_model(text, sequence_kd):
+    m = method(text, on_policy=1.0, prompt_len=5, sequence_kd=sequence_kd)
+    x = text.train.x[:3]
+    seq = m.generate(x, step=7)
+    assert seq.shape == x.shape and torch.equal(seq[:, :5], x[:, :5])
+    lm = m.teacher.model if sequence_kd else m.student
+    want = lm.generate(x[:, :5], x.shape[1] - 5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(seq, want)
+
+
+def test_on_policy_gradient_only_from_generated_positions(text):
+    m = method(text, on_policy=1.0, prompt_len=6)
+    x = text.train.x[:2]
+    seen = {}
+
+    def spy(module, args, out):
+        if out.requires_grad:          # the training forward, not the sampling ones
+            out.retain_grad()
+            seen["logits"] = out
+
+    h = m.student.register_forward_hook(spy)
+    m.loss({"x": x, "y": text.train.y[:2]}, 0)["student"].backward()
+    h.remove()
+    g = seen["logits"].grad.abs().sum(-1)
+    assert (g[:, :5] == 0).all() and (g[:, 5:] > 0).all()   # prompt contexts carry no loss
