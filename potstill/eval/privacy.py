@@ -1,0 +1,57 @@
+"""Canary exposure (Carlini et al., *The Secret Sharer*, arXiv 1802.08232): how much a language
+model has memorised a secret that appeared in its training text.
+
+A canary is ``prefix + secret`` with the secret drawn uniformly from a space R (e.g. 6 digits).
+Rank every candidate secret by the model's log-perplexity of it after the prefix; the canary's
+exposure is
+
+    exposure = log2 |R| - log2 rank(secret)
+
+(rank 1 = most likely). For large R the rank is estimated from ``n_candidates`` random
+candidates (the paper's sampling approximation): rank ~ |R| * P(candidate scores <= secret),
+counting ties as no better than the secret, so a model that cannot tell secrets apart gets
+exposure ~ 0 and a model that has memorised the secret gets ~ log2 of the sample size
+(the most a sample of that size can show).
+
+Swing Distillation (catalog K11) is judged by the mean exposure of inserted canaries in the
+teacher and in the students distilled from it.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def sequence_nll(model, prefix: torch.Tensor, secrets: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Sum of -log p(secret tokens | prefix) for every row of ``secrets`` (n, k); prefix (t,)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(secrets), batch_size):
+        s = secrets[i:i + batch_size].to(dev)
+        x = torch.cat([prefix.to(dev).expand(len(s), -1), s], 1)
+        logp = F.log_softmax(model(x[:, :-1]).float(), -1)
+        t = len(prefix)
+        tok = logp[:, t - 1:].gather(-1, s.unsqueeze(-1)).squeeze(-1)   # positions predicting the secret
+        out.append(-tok.sum(1).cpu())
+    return torch.cat(out)
+
+
+def exposure(model, prefix: torch.Tensor, secret: torch.Tensor, alphabet: list[int], n_candidates: int = 2000,
+             seed: int = 0) -> float:
+    """Exposure in bits of ``secret`` (k token ids, each from ``alphabet``) after ``prefix``."""
+    k = len(secret)
+    space = len(alphabet) ** k
+    g = torch.Generator().manual_seed(seed)
+    cand = torch.tensor(alphabet)[torch.randint(len(alphabet), (n_candidates, k), generator=g)]
+    cand = cand[(cand != secret).any(1)]                      # the secret itself is not a competitor
+    nll = sequence_nll(model, prefix, torch.cat([secret[None], cand]))
+    frac = float((nll[1:] <= nll[0]).double().mean())         # candidates at least as likely as the secret
+    rank = max(1.0, frac * space)
+    return math.log2(space) - math.log2(rank)
+
+
+__all__ = ["sequence_nll", "exposure"]

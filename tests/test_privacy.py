@@ -1,0 +1,48 @@
+"""Canary exposure: high for a memorised secret, about zero for one the model never saw."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from potstill.eval.privacy import exposure, sequence_nll
+from potstill.models import build_model
+
+
+class Uniform(torch.nn.Module):
+    def __init__(self, v):
+        super().__init__()
+        self.v, self.w = v, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.v)
+
+
+def test_sequence_nll_of_a_uniform_model_is_k_log_v():
+    nll = sequence_nll(Uniform(10), torch.tensor([1, 2]), torch.tensor([[3, 4, 5], [6, 7, 8]]))
+    assert torch.allclose(nll, torch.full((2,), 3 * math.log(10)))
+    assert exposure(Uniform(10), torch.tensor([1, 2]), torch.tensor([3, 4, 5]), list(range(10))) == pytest.approx(0.0)
+
+
+def test_memorised_canary_is_exposed_and_an_unseen_one_is_not():
+    torch.manual_seed(0)
+    digits = list(range(10))
+    prefix = torch.tensor([10, 11, 12])                        # "the code is"
+    canary = torch.tensor([3, 1, 4, 1, 5])
+    model = build_model({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 32}, (16,), 13)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    for step in range(300):   # text: the canary line, and lines with random digits after the same prefix
+        rows = [torch.cat([prefix, canary])] + [torch.cat([prefix, torch.randint(10, (5,), generator=g)])
+                                               for _ in range(15)]
+        x = torch.stack(rows)
+        loss = F.cross_entropy(model(x[:, :-1]).reshape(-1, 13), x[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    high = exposure(model, prefix, canary, digits, n_candidates=1000)
+    gen = torch.Generator().manual_seed(1)
+    unseen = [torch.randint(10, (5,), generator=gen) for _ in range(8)]
+    low = sum(exposure(model, prefix, u, digits, n_candidates=1000) for u in unseen) / len(unseen)
+    assert high > 8.0              # ranked above (nearly) every one of 1000 random candidates
+    assert low < 2.5               # secrets never seen: about as likely as random candidates
