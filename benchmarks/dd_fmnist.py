@@ -31,7 +31,6 @@ import argparse
 import concurrent.futures
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -73,17 +73,6 @@ def cell_key(method: str, ipc: int, tag: str) -> str:
     """``dm/ipc10``; distillation cells run under a tag (another budget or machine) get ``@tag``."""
     distilled = any(m == method for m, _ in CPU_STEPS)
     return f"{method}/ipc{ipc}" + (f"@{tag}" if tag and distilled else "")
-
-
-def run_distillation(recipe: Path, overrides: list[str], out: Path) -> dict:
-    """One distillation + protocol evaluation in a child process (so its peak memory is its own)."""
-    if (out / "summary.json").is_file():
-        return json.loads((out / "summary.json").read_text())
-    cmd = [sys.executable, "-m", "potstill.cli", "run", str(recipe), *overrides, "--out", str(out)]
-    if (out / "config.yaml").is_file():
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads((out / "summary.json").read_text())
 
 
 def select_epochs(args) -> dict:
@@ -120,8 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="dd_fmnist")
     args = ap.parse_args(argv)
-    if args.set and not args.tag:
-        ap.error("--set changes the recipe: give the cells a --tag so they are kept apart")
+    if (args.set or args.time_limit or args.budget != "cpu") and not args.tag:
+        ap.error("--set, --time-limit and --budget full change the distillation: give the cells a --tag "
+                 "so they are kept apart from the CPU-budget cells")
 
     results, runs = Path(args.results), Path(args.runs)
     results.mkdir(parents=True, exist_ok=True)
@@ -159,7 +149,7 @@ def main(argv=None) -> int:
             overrides += args.set
         print(f"[{key}] {' '.join(overrides)}", flush=True)
         t0 = time.time()
-        s = run_distillation(recipe, overrides, runs / key.replace("/", "_").replace("@", "_"))
+        s = run_recipe(recipe, overrides, runs / key.replace("/", "_").replace("@", "_"))
         grid = Path(s["export"]).parent / "synthetic.png"
         (results / args.name).mkdir(exist_ok=True)
         shutil.copyfile(grid, results / args.name / f"{key.replace('/', '_').replace('@', '_')}.png")
@@ -216,7 +206,10 @@ def report(args, done: dict) -> None:
         f"{m} IPC{i}: {n} steps" for (m, i), n in CPU_STEPS.items()) + "; DM batch_real 64 (paper 256); DC/DSA "
         "steps are outer iterations (the paper runs 1000 x outer_loop). Tagged cells (@gpu): the recipes' full "
         "budgets cut by a wall-clock limit (trainer.time_limit_s), steps reached in the cost table; their "
-        "overrides are in the cells file.")
+        "overrides are in the cells file. The @gpu cells ran as 13 processes sharing one H100 (with a diffusion "
+        "training beside them), so their steps reached and s/step reflect that contention, not the GPU's speed. "
+        "Other tags (@lr5, @p1, ...) are CPU-budget cells with the recipe changes in their overrides, chosen "
+        "between on the validation split.")
     result = {
         "catalog_ids": sorted({CATALOG[c["method"]] for c in cells}),
         "command": "python benchmarks/dd_fmnist.py  (CPU budget); python benchmarks/dd_fmnist.py --budget full "

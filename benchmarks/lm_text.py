@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,21 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 DIVERGENCES = ["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_rkl"]
 POLICIES = {"off": 0.0, "on": 0.5}
-
-
-def run(recipe: Path, overrides: list[str], out: Path) -> dict:
-    if (out / "summary.json").is_file():
-        return json.loads((out / "summary.json").read_text())
-    cmd = [sys.executable, "-m", "potstill.cli", "run", str(recipe), *overrides, "--out", str(out)]
-    if (out / "config.yaml").is_file():
-        cmd.append("--resume")
-    subprocess.run(cmd, check=True, cwd=ROOT)
-    return json.loads((out / "summary.json").read_text())
 
 
 def exact_match_of(run_dir: Path, task: str) -> dict:
@@ -57,8 +47,9 @@ def exact_match_of(run_dir: Path, task: str) -> dict:
     data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
     info = load_dataset(data).info
     model = load_model(run_dir)
-    return {f"{split}_exact": exact_match(model, info[f"{split}_prompts"], info[f"{split}_answers"], info["itos"])
-            for split in ("val", "test")}
+    # each problem follows a newline in the training stream: prompt the same way
+    return {f"{split}_exact": exact_match(model, ["\n" + p for p in info[f"{split}_prompts"]], info[f"{split}_answers"],
+                                         info["itos"]) for split in ("val", "test")}
 
 
 def main(argv=None) -> int:
@@ -87,7 +78,7 @@ def main(argv=None) -> int:
         if key in done:
             return
         t0 = time.time()
-        s = run(recipe, overrides, out)
+        s = run_recipe(recipe, overrides, out)
         rec = {"cell": key, **extra, "steps": s["steps"], "train_s": s["wall_clock_s"],
                "val_nll": s["val"]["nll"], "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"],
                "test_bpc": s["test"]["bpc"], "params": s.get("params"), **exact_match_of(out, extra["task"]),
@@ -100,21 +91,23 @@ def main(argv=None) -> int:
 
     for task in args.tasks:
         rdir = ROOT / "recipes/lm"
-        teacher_dir = runs / f"{task}_teacher"
+        tt = f"@{args.teacher_steps}steps" if args.teacher_steps else ""   # shortened runs keep their own cells
+        st = f"@{args.steps}steps" if args.steps else ""
+        teacher_dir = runs / f"{task}_teacher{tt.replace('@', '_')}"
         t_short = [f"trainer.steps={args.teacher_steps}", f"trainer.eval_every={args.teacher_steps}"] if args.teacher_steps else []
-        cell(f"{task}/teacher/seed0", rdir / f"teacher_{task}.yaml", common + t_short, teacher_dir,
-             {"task": task, "model": "teacher", "policy": "-", "seed": 0})
+        cell(f"{task}/teacher{tt}/seed0", rdir / f"teacher_{task}.yaml", common + t_short, teacher_dir,
+             {"task": task, "model": f"teacher{tt}", "policy": "-", "seed": 0})
         ckpt = teacher_dir / "export" / "model.safetensors"
         for seed in range(args.seeds):
             seeds = [f"trainer.seed={seed}"]
-            cell(f"{task}/scratch/seed{seed}", rdir / f"scratch_{task}.yaml", common + short + seeds,
-                 runs / f"{task}_scratch_s{seed}", {"task": task, "model": "scratch", "policy": "-", "seed": seed})
+            cell(f"{task}/scratch{st}/seed{seed}", rdir / f"scratch_{task}.yaml", common + short + seeds,
+                 runs / f"{task}_scratch_s{seed}{st.replace('@', '_')}", {"task": task, "model": f"scratch{st}", "policy": "-", "seed": seed})
             for div in args.divergences:
                 for pol in args.policies:
                     ov = common + short + seeds + [f"method.seed={seed}", f"method.divergence={div}",
                                                    f"method.on_policy={POLICIES[pol]}", f"teacher.checkpoint={ckpt}"]
-                    cell(f"{task}/{div}/{pol}/seed{seed}", rdir / f"token_kd_{task}.yaml", ov,
-                         runs / f"{task}_{div}_{pol}_s{seed}", {"task": task, "model": div, "policy": pol, "seed": seed})
+                    cell(f"{task}/{div}/{pol}{st}/seed{seed}", rdir / f"token_kd_{task}.yaml", ov,
+                         runs / f"{task}_{div}_{pol}_s{seed}{st.replace('@', '_')}", {"task": task, "model": f"{div}{st}", "policy": pol, "seed": seed})
     report(args, done)
     return 0
 
@@ -135,10 +128,10 @@ def report(args, done: dict) -> None:
                   "| model | policy | seeds | val bits/char | test bits/char | test NLL |"
                   + (" val exact % | test exact % |" if em else "") + " train s |",
                   "|---|---|---|---|---|---|" + ("---|---|" if em else "") + "---|"]
-        for (t, model, pol), cs in sorted(rows, key=lambda kv: (kv[0][1] != "teacher", kv[0][1] != "scratch", kv[0])):
+        for (t, model, pol), cs in sorted(rows, key=lambda kv: (not kv[0][1].startswith("teacher"), not kv[0][1].startswith("scratch"), kv[0])):
             m = {k: stat([c[k] for c in cs]) for k in ("val_bpc", "test_bpc", "test_nll", "train_s")
                  + (("val_exact", "test_exact") if em else ())}
-            target = baselines if model == "teacher" else metrics
+            target = baselines if model.startswith("teacher") else metrics
             for k, v in m.items():
                 target[f"{task}/{model}/{pol}/{k}"] = v
             f = lambda k: f"{m[k]['mean']:.3f} ± {m[k]['std']:.3f}"  # noqa: E731

@@ -82,6 +82,7 @@ def speculative_generate(target, draft, prompt: torch.Tensor, n_new: int, gamma:
         raise ValueError("speculative_generate decodes one sequence at a time (batch size 1)")
     if gamma < 1:
         raise ValueError("gamma must be >= 1")
+    modes = (target.training, draft.training)
     target.eval(), draft.eval()
     dev = prompt.device
     seq = prompt[0].tolist()
@@ -121,6 +122,7 @@ def speculative_generate(target, draft, prompt: torch.Tensor, n_new: int, gamma:
         tc.crop(base + n_acc)
         dc.crop(min(len(dc), base + n_acc))
     stats.seconds = time.perf_counter() - t0
+    target.train(modes[0]), draft.train(modes[1])
     return torch.tensor([seq[:end]], device=dev), stats
 
 

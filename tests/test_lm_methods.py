@@ -69,3 +69,23 @@ def test_on_policy_gradient_only_from_generated_positions(text):
     h.remove()
     g = seen["logits"].grad.abs().sum(-1)
     assert (g[:, :5] == 0).all() and (g[:, 5:] > 0).all()   # prompt contexts carry no loss
+
+
+@pytest.mark.parametrize("tail", ["renormalize", "uniform"])
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_rkl"])
+def test_sparse_teacher_gives_finite_losses_or_a_config_error(text, kind, tail):
+    if kind == "reverse_kl" and tail == "renormalize":
+        with pytest.raises(ValueError, match="tail: uniform"):
+            method(text, divergence=kind, top_k=3, tail=tail)
+        return
+    m = method(text, divergence=kind, top_k=3, tail=tail)
+    loss = m.loss({"x": text.train.x[:4], "y": text.train.y[:4]}, 0)["student"]
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in m.student.parameters() if p.grad is not None)
+
+
+def test_degenerate_divergence_settings_are_rejected(text):
+    with pytest.raises(ValueError, match="jsd needs"):
+        method(text, divergence="jsd", beta=1.0)
+    with pytest.raises(ValueError, match="tail must be"):
+        method(text, top_k=2, tail="drop")

@@ -44,5 +44,5 @@ def test_memorised_canary_is_exposed_and_an_unseen_one_is_not():
     gen = torch.Generator().manual_seed(1)
     unseen = [torch.randint(10, (5,), generator=gen) for _ in range(8)]
     low = sum(exposure(model, prefix, u, digits, n_candidates=1000) for u in unseen) / len(unseen)
-    assert high > 8.0              # ranked above (nearly) every one of 1000 random candidates
+    assert high == pytest.approx(math.log2(1000), abs=0.01)   # above every sampled candidate: saturates at log2 n
     assert low < 2.5               # secrets never seen: about as likely as random candidates

@@ -52,21 +52,26 @@ def test_sampled_speculative_decoding_matches_the_target_joint_distribution():
     for m in (target, draft):   # sharpen the tiny random models a little so the check has power
         m.tok.weight.data *= 8
     prompt = torch.tensor([[1, 2]])
-    with torch.no_grad():
-        p1 = torch.softmax(target(prompt)[0, -1], -1)
-        joint = torch.stack([p1[a] * torch.softmax(target(torch.tensor([[1, 2, a]]))[0, -1], -1)
-                             for a in range(4)]).flatten()
+
+    def nxt(ctx):
+        with torch.no_grad():
+            return torch.softmax(target(torch.tensor([ctx]))[0, -1], -1)
+
+    # the target's exact joint distribution of the next three tokens (4^3 outcomes)
+    joint = torch.tensor([float(nxt([1, 2])[a] * nxt([1, 2, a])[b] * nxt([1, 2, a, b])[c])
+                          for a in range(4) for b in range(4) for c in range(4)])
     g = torch.Generator().manual_seed(3)
-    counts = torch.zeros(16)
-    n = 3000
-    accepted = 0
-    for _ in range(n):
-        out, stats = speculative_generate(target, draft, prompt, 2, gamma=3, generator=g)
-        counts[out[0, 2] * 4 + out[0, 3]] += 1
+    counts = torch.zeros(64)
+    n = 4000
+    accepted, partial = 0, 0
+    for _ in range(n):   # gamma 2 over 3 new tokens: drafts of 2, partial acceptance and cache roll-back
+        out, stats = speculative_generate(target, draft, prompt, 3, gamma=2, generator=g)
+        counts[out[0, 2] * 16 + out[0, 3] * 4 + out[0, 4]] += 1
         accepted += stats.accepted
+        partial += any(0 < a < 2 for a in stats.accept_lengths)
     keep = joint * n >= 5          # chi-square needs expected counts >= 5
     exp = joint[keep] * n
     obs = counts[keep]
     exp = exp * obs.sum() / exp.sum()
     assert chisquare(obs.numpy(), exp.numpy()).pvalue > 1e-3
-    assert accepted > 0            # the draft's tokens were used, not only the residual
+    assert accepted > 0 and partial > 0   # drafts were used, and rejections after an accepted draft happened

@@ -77,7 +77,8 @@ class TrainerConfig:
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
     threads: int = 0                         # torch CPU threads (0: torch's default)
     progress: bool = True
-    time_limit_s: float = 0.0                # > 0: stop stepping after this much wall-clock (then export, evaluate)
+    time_limit_s: float = 0.0                # > 0: stop stepping after this much training wall-clock, counted
+                                             # across resumes (then checkpoint, export, evaluate)
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1:

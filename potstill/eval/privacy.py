@@ -7,11 +7,11 @@ exposure is
 
     exposure = log2 |R| - log2 rank(secret)
 
-(rank 1 = most likely). For large R the rank is estimated from ``n_candidates`` random
-candidates (the paper's sampling approximation): rank ~ |R| * P(candidate scores <= secret),
-counting ties as no better than the secret, so a model that cannot tell secrets apart gets
-exposure ~ 0 and a model that has memorised the secret gets ~ log2 of the sample size
-(the most a sample of that size can show).
+(rank 1 = most likely). For large R the rank is estimated from ``n`` random candidates (the
+paper's sampling approximation): rank ~ |R| * max(h, 1) / n with h the candidates scoring at
+least as well as the secret (ties count against it). A model that cannot tell secrets apart gets
+exposure ~ 0; one that ranks the secret above every sampled candidate gets log2 n, the most a
+sample of that size can show (the estimate saturates there instead of jumping to log2 |R|).
 
 Swing Distillation (catalog K11) is judged by the mean exposure of inserted canaries in the
 teacher and in the students distilled from it.
@@ -43,14 +43,17 @@ def sequence_nll(model, prefix: torch.Tensor, secrets: torch.Tensor, batch_size:
 def exposure(model, prefix: torch.Tensor, secret: torch.Tensor, alphabet: list[int], n_candidates: int = 2000,
              seed: int = 0) -> float:
     """Exposure in bits of ``secret`` (k token ids, each from ``alphabet``) after ``prefix``."""
+    if len(prefix) < 1:
+        raise ValueError("a canary needs a prefix of at least one token")
+    secret, prefix = secret.cpu(), prefix.cpu()
     k = len(secret)
     space = len(alphabet) ** k
     g = torch.Generator().manual_seed(seed)
     cand = torch.tensor(alphabet)[torch.randint(len(alphabet), (n_candidates, k), generator=g)]
     cand = cand[(cand != secret).any(1)]                      # the secret itself is not a competitor
     nll = sequence_nll(model, prefix, torch.cat([secret[None], cand]))
-    frac = float((nll[1:] <= nll[0]).double().mean())         # candidates at least as likely as the secret
-    rank = max(1.0, frac * space)
+    hits = int((nll[1:] <= nll[0]).sum())                     # candidates at least as likely as the secret
+    rank = space * max(hits, 1) / len(cand)
     return math.log2(space) - math.log2(rank)
 
 

@@ -55,6 +55,15 @@ class TokenKDConfig:
             raise ValueError("on_policy, ce_weight and beta must be in [0, 1]")
         if self.temperature <= 0 or self.sample_temperature <= 0 or self.prompt_len < 1 or self.top_k < 0:
             raise ValueError("temperatures must be > 0, prompt_len >= 1, top_k >= 0")
+        if self.tail not in ("renormalize", "uniform"):
+            raise ValueError(f"tail must be 'renormalize' or 'uniform', not {self.tail!r}")
+        if self.divergence == "jsd" and not 0 < self.beta < 1:
+            raise ValueError("jsd needs 0 < beta < 1 (it is identically zero at the endpoints)")
+        if self.divergence.startswith("skew") and self.beta >= 1:
+            raise ValueError("skew divergences need beta < 1 (beta = 1 compares a distribution with itself)")
+        if self.divergence == "reverse_kl" and self.top_k and self.tail == "renormalize":
+            raise ValueError("reverse_kl with a renormalized top-k teacher is infinite wherever the student puts "
+                             "mass outside the top k: use tail: uniform")
 
 
 @METHODS.register("token_kd")

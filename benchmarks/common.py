@@ -1,0 +1,41 @@
+"""What the benchmark scripts share: running one recipe in its own process, resumably and safely."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: overrides that change how a run is executed, not what it computes
+NEUTRAL = ("trainer.threads=", "eval.threads=", "trainer.progress=")
+
+
+def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None = None) -> dict:
+    """``potstill run recipe overrides --out out`` in a child process (its own peak memory); the summary.
+
+    A finished folder is reused, a killed one resumed. The recipe and overrides that made a folder
+    are kept in ``out/overrides.json``: asking for the same folder with different settings is an
+    error instead of silently returning the old result.
+    """
+    recipe = Path(recipe)
+    want = {"recipe": str(recipe.resolve().relative_to(ROOT)) if recipe.resolve().is_relative_to(ROOT) else str(recipe),
+            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)]}
+    marker = out / "overrides.json"
+    if marker.is_file() and json.loads(marker.read_text()) != want:
+        raise SystemExit(f"{out} was made with {json.loads(marker.read_text())}, not {want}: "
+                         "choose another --runs folder (or --name / --tag) for other settings")
+    if (out / "summary.json").is_file():
+        return json.loads((out / "summary.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        marker.write_text(json.dumps(want, indent=1))
+    cmd = [sys.executable, "-m", "potstill.cli", "run", str(recipe), *overrides, "--out", str(out)]
+    if (out / "config.yaml").is_file():
+        cmd.append("--resume")
+    if log is None:
+        subprocess.run(cmd, check=True, cwd=ROOT)
+    else:
+        with open(log, "a") as f:
+            subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    return json.loads((out / "summary.json").read_text())
