@@ -308,7 +308,6 @@ class Trainer:
         result["wall_clock_s"] = round(self.elapsed(), 3)
         return result
 
-
     def _out_of_time(self) -> bool:
         """Past ``time_limit_s``? Under torchrun every process follows rank 0, so all stop at one step."""
         return dist.rank0_says(self.elapsed() >= self.cfg.time_limit_s)
