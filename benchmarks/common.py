@@ -39,3 +39,17 @@ def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None =
         with open(log, "a") as f:
             subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     return json.loads((out / "summary.json").read_text())
+
+
+def load_cells(path: Path) -> dict[str, dict]:
+    """The finished cells of a benchmark (``<name>.cells.jsonl``), by their ``cell`` key."""
+    if not path.is_file():
+        return {}
+    return {json.loads(ln)["cell"]: json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()}
+
+
+def append_cell(path: Path, done: dict, rec: dict) -> None:
+    """Record one finished cell (appended, so a killed benchmark keeps what it had)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    done[rec["cell"]] = rec

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import run_recipe  # noqa: E402
-from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "herding", "kcenter", "dm", "datadam", "dsa", "dc"]

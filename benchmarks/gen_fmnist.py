@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.common import run_recipe  # noqa: E402
+from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
 from potstill.core.run import load_denoiser, load_model, machine  # noqa: E402
 from potstill.diffusion import karras_sigmas, plan_sigmas, sample  # noqa: E402
 from potstill.eval.generative import fid_features, frechet_distance, precision_recall  # noqa: E402
@@ -117,9 +117,7 @@ def main(argv=None) -> int:
     results.mkdir(parents=True, exist_ok=True)
     runs.mkdir(parents=True, exist_ok=True)
     cells_path = results / f"{args.name}.cells.jsonl"
-    done = {}
-    if cells_path.is_file():
-        done = {json.loads(ln)["cell"]: json.loads(ln) for ln in cells_path.read_text().splitlines() if ln.strip()}
+    done = load_cells(cells_path)
     quiet = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     summaries: dict[str, dict] = {}
 
@@ -173,7 +171,7 @@ def main(argv=None) -> int:
             plans.append((name, d, plan["sampler"], plan["steps"], plan_sigmas(plan)))
     # the floor: held-out real images (validation split) against the test images
     if "data/val/seed0" not in done:
-        append(cells_path, done, {"cell": "data/val/seed0", "model": "data", "sampler": "-", "steps": 0, "seed": 0,
+        append_cell(cells_path, done, {"cell": "data/val/seed0", "model": "data", "sampler": "-", "steps": 0, "seed": 0,
                                   **score(bundle.val.x[:n], bundle.val.y[:n], classifier, ref_feats),
                                   "nfe": 0, "s_per_1000": 0.0})
     for who, d, sampler, steps, sig in plans:
@@ -183,7 +181,7 @@ def main(argv=None) -> int:
                 continue
             cond = cond_all[:n]
             x, nfe, s1000 = generate(d, sampler, sig, cond, seed, args.batch, device)
-            append(cells_path, done, {"cell": key, "model": who, "sampler": sampler, "steps": steps, "seed": seed,
+            append_cell(cells_path, done, {"cell": key, "model": who, "sampler": sampler, "steps": steps, "seed": seed,
                                       **score(x, cond, classifier, ref_feats), "nfe": nfe, "s_per_1000": s1000})
             print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in done[key].items() if k != "cell"},
                   flush=True)
@@ -192,12 +190,6 @@ def main(argv=None) -> int:
         print("failed students (rerun the same command to retry): " + "; ".join(failed), flush=True)
         return 1
     return 0
-
-
-def append(path: Path, done: dict, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    done[rec["cell"]] = rec
 
 
 def report(args, done, plans, summaries, runs, device) -> None:

@@ -18,7 +18,6 @@ the recipes' (no choice on test data; the test split is read once per run).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_recipe  # noqa: E402
+from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -68,9 +67,7 @@ def main(argv=None) -> int:
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     cells_path = results / f"{args.name}.cells.jsonl"
-    done = {}
-    if cells_path.is_file():
-        done = {json.loads(ln)["cell"]: json.loads(ln) for ln in cells_path.read_text().splitlines() if ln.strip()}
+    done = load_cells(cells_path)
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     short = [f"trainer.steps={args.steps}", f"trainer.eval_every={args.steps}"] if args.steps else []
 
@@ -83,9 +80,7 @@ def main(argv=None) -> int:
                "val_nll": s["val"]["nll"], "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"],
                "test_bpc": s["test"]["bpc"], "params": s.get("params"), **exact_match_of(out, extra["task"]),
                "machine": s.get("machine"), "cell_s": round(time.time() - t0, 1)}
-        with open(cells_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        done[key] = rec
+        append_cell(cells_path, done, rec)
         print(key, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items() if k != "cell"}, flush=True)
         report(args, done)
 
