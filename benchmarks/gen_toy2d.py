@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from benchmarks.common import append_cell, load_cells  # noqa: E402
 from potstill.core.run import load_denoiser, machine, resolve, run  # noqa: E402
 from potstill.data import load_dataset  # noqa: E402
 from potstill.diffusion import karras_sigmas, plan_sigmas, sample  # noqa: E402
@@ -74,14 +75,10 @@ def main(argv=None) -> int:
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     cells_path = results / f"{args.name}.cells.jsonl"
-    done = {}
-    if cells_path.is_file():
-        done = {json.loads(ln)["cell"]: json.loads(ln) for ln in cells_path.read_text().splitlines() if ln.strip()}
+    done = load_cells(cells_path)
 
     def append(rec):
-        with open(cells_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        done[rec["cell"]] = rec
+        append_cell(cells_path, done, rec)
 
     quiet = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     teacher_dir = runs / "teacher"

@@ -25,3 +25,19 @@ def make_tiny_trainer(**kw):
             "optim": {"default": {"name": "adam", "lr": 1e-2}}}
     base.update(kw)
     return potstill.core.config.from_dict(potstill.TrainerConfig, base, "trainer")
+
+
+class UniformLM(torch.nn.Module):
+    """A language model that gives every token the same probability (log-perplexity known by hand)."""
+
+    def __init__(self, v):
+        super().__init__()
+        self.v, self.w = v, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return torch.zeros(*x.shape, self.v)
+
+
+@pytest.fixture
+def uniform_lm():
+    return UniformLM

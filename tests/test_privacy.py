@@ -9,19 +9,11 @@ from potstill.eval.privacy import exposure, sequence_nll
 from potstill.models import build_model
 
 
-class Uniform(torch.nn.Module):
-    def __init__(self, v):
-        super().__init__()
-        self.v, self.w = v, torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, x):
-        return torch.zeros(*x.shape, self.v)
-
-
-def test_sequence_nll_of_a_uniform_model_is_k_log_v():
-    nll = sequence_nll(Uniform(10), torch.tensor([1, 2]), torch.tensor([[3, 4, 5], [6, 7, 8]]))
+def test_sequence_nll_of_a_uniform_model_is_k_log_v(uniform_lm):
+    nll = sequence_nll(uniform_lm(10), torch.tensor([1, 2]), torch.tensor([[3, 4, 5], [6, 7, 8]]))
     assert torch.allclose(nll, torch.full((2,), 3 * math.log(10)))
-    assert exposure(Uniform(10), torch.tensor([1, 2]), torch.tensor([3, 4, 5]), list(range(10))) == pytest.approx(0.0)
+    assert exposure(uniform_lm(10), torch.tensor([1, 2]), torch.tensor([3, 4, 5]), list(range(10))) == pytest.approx(0.0)
 
 
 def test_memorised_canary_is_exposed_and_an_unseen_one_is_not():
