@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from potstill.data import load_dataset
-from potstill.data.text import decode, pydoc_text, windows
+from potstill.data.text import ARITH_VOCAB, decode, pydoc_text, windows
 from potstill.eval.lm import exact_match, token_nll
 
 
@@ -37,6 +37,15 @@ def test_arithmetic_splits_are_disjoint_and_answers_right():
                         "reverse": True, "block_size": 16})
     p, a = rev.info["val_prompts"][0], rev.info["val_answers"][0]
     assert int(a[:-1][::-1]) == sum(int(t) for t in p[:-1].split("+"))
+    pad = load_dataset({"name": "arithmetic", "digits": 3, "train_size": 10, "val_size": 50, "test_size": 5,
+                        "reverse": True, "pad": True, "block_size": 16})
+    for p, a in zip(pad.info["val_prompts"], pad.info["val_answers"]):   # fixed widths: 3+1+3+1 and 4+1
+        assert len(p) == 8 and len(a) == 5 and int(a[:-1][::-1]) == sum(int(t) for t in p[:-1].split("+"))
+    ans = load_dataset({"name": "arithmetic", "digits": 3, "train_size": 10, "val_size": 5, "test_size": 5,
+                        "pad": True, "answer_only": True, "block_size": 13})     # one 13-character line per window
+    x, y = ans.val.x[0], ans.val.y[0]
+    # inputs "aaa+bbb=cccc\n"; targets "aa+bbb=cccc\n" + the next operand: only the answer and newline are scored
+    assert (y[:7] == -1).all() and (y[7:12] >= 0).all() and y[11].item() == ARITH_VOCAB.index("\n") and y[12] == -1
 
 
 class Oracle(torch.nn.Module):

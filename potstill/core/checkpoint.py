@@ -38,7 +38,14 @@ def _atomic_write(path: Path, write) -> None:
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None) -> None:
     from safetensors.torch import save_file
 
-    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    clean, seen = {}, set()
+    for k, v in tensors.items():
+        v = v.detach().cpu().contiguous()
+        # safetensors refuses tensors that share storage (tied weights, e.g. a transformers LM head):
+        # store a copy of the second one; loading assigns the same values to both names
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        clean[k] = v.clone() if ptr in seen and v.numel() else v
+        seen.add(ptr)
     _atomic_write(Path(path), lambda tmp: save_file(clean, tmp, metadata=metadata))
 
 

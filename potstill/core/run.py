@@ -147,6 +147,8 @@ def save_export(artefact, folder: Path, model_spec: Spec | None, bundle) -> Path
             "model": model_spec.to_dict() if model_spec else None,
             "in_shape": list(bundle.in_shape), "num_classes": bundle.num_classes,
             **(artefact.export_meta() if hasattr(artefact, "export_meta") else {})})
+        if hasattr(artefact, "save_pretrained"):       # transformers students: loadable without potstill too
+            artefact.save_pretrained(folder / "hf")
         return folder / "model.safetensors"
     return artefact.save(folder)
 

@@ -154,8 +154,10 @@ def load_teacher(cfg: TeacherConfig, data, taps=(), key: str = "teacher taps") -
 
     if cfg.model is None:
         raise ConfigError("teacher.model: say which network the teacher is, e.g. {name: convnet, width: 128}")
-    if not cfg.checkpoint:
+    pretrained = cfg.model.get("name") == "hf_causal_lm" and cfg.model.get("path")   # weights come with the folder
+    if not cfg.checkpoint and not pretrained:
         raise ConfigError("teacher.checkpoint: give the teacher's weights (e.g. runs/teacher/export/model.safetensors)")
     model = build_model(cfg.model, data.in_shape, data.num_classes, "teacher.model")
-    load_module_weights(model, cfg.checkpoint, "teacher.checkpoint")
+    if cfg.checkpoint:
+        load_module_weights(model, cfg.checkpoint, "teacher.checkpoint")
     return Teacher(model, taps, key)

@@ -9,7 +9,10 @@ vocabulary size and ``info`` holds the vocabulary (``itos``) to decode with.
   character vocabulary. Split contiguously: the first ``1 - val - test`` fraction trains, then
   validation, then test, so no window straddles two splits.
 * ``arithmetic``: lines ``a+b=c`` with ``a, b`` uniform below ``10**digits``, answers reversed
-  or not (``reverse``); training targets cover the whole line, and ``info["prompts"]`` /
+  or not (``reverse``), with targets on every character or only on the answers (``answer_only``:
+  the operands are uniform random digits, so their targets are pure noise), optionally zero-padded to fixed width (``pad``: ``007+052=9500``
+  reversed, so every digit sits at a fixed offset, which small transformers learn far faster —
+  Lee et al., *Teaching Arithmetic to Small Transformers*, arXiv 2307.03381); training targets cover the whole line, and ``info["prompts"]`` /
   ``info["answers"]`` give the held-out exact-match task (prompt ``a+b=``, answer ``c`` then the
   newline). Train, validation and test problems are disjoint.
 """
@@ -23,14 +26,20 @@ from ..core.registry import DATASETS
 from . import ArrayData, DataBundle, DataError
 
 
-def windows(tokens: torch.Tensor, block: int, stride: int) -> ArrayData:
-    """(inputs, next-token targets) windows of ``block`` tokens every ``stride`` tokens."""
+def windows(tokens: torch.Tensor, block: int, stride: int, scored: torch.Tensor | None = None) -> ArrayData:
+    """(inputs, next-token targets) windows of ``block`` tokens every ``stride`` tokens.
+
+    ``scored`` (bool per token): where False, the token is never a target (its target is -1).
+    """
     if len(tokens) < block + 1:
         raise DataError(f"a split of {len(tokens)} tokens is shorter than one window of {block + 1}")
     starts = torch.arange(0, len(tokens) - block, stride)
     idx = starts[:, None] + torch.arange(block + 1)[None]
     w = tokens[idx]
-    return ArrayData(w[:, :-1].contiguous(), w[:, 1:].contiguous())
+    y = w[:, 1:].contiguous()
+    if scored is not None:
+        y = torch.where(scored[idx][:, 1:], y, torch.full_like(y, -1))
+    return ArrayData(w[:, :-1].contiguous(), y)
 
 
 def pydoc_text() -> str:
@@ -73,6 +82,8 @@ class ArithmeticConfig:
     val_size: int = 500
     test_size: int = 500
     reverse: bool = False            # write the answer's digits least-significant first
+    pad: bool = False                # zero-pad operands to ``digits`` and the answer to ``digits + 1`` digits
+    answer_only: bool = False        # targets only on the answers (the operands are random: pure noise)
     block_size: int = 64
     seed: int = 0
 
@@ -94,9 +105,17 @@ def _problems(cfg: ArithmeticConfig) -> list[tuple[int, int]]:
     return [(int(i) // hi, int(i) % hi) for i in perm]
 
 
-def _answer(a: int, b: int, reverse: bool) -> str:
-    s = str(a + b)
-    return s[::-1] if reverse else s
+def _operand(a: int, cfg: ArithmeticConfig) -> str:
+    return str(a).zfill(cfg.digits) if cfg.pad else str(a)
+
+
+def _answer(a: int, b: int, cfg: ArithmeticConfig) -> str:
+    s = str(a + b).zfill(cfg.digits + 1) if cfg.pad else str(a + b)
+    return s[::-1] if cfg.reverse else s
+
+
+def _prompt(a: int, b: int, cfg: ArithmeticConfig) -> str:
+    return f"{_operand(a, cfg)}+{_operand(b, cfg)}="
 
 
 @DATASETS.register("arithmetic", ArithmeticConfig)
@@ -107,14 +126,19 @@ def arithmetic(cfg: ArithmeticConfig) -> DataBundle:
               "test": probs[cfg.train_size + cfg.val_size:]}
 
     def stream(pairs):
-        text = "".join(f"{a}+{b}={_answer(a, b, cfg.reverse)}\n" for a, b in pairs)
-        return torch.tensor([stoi[c] for c in text], dtype=torch.long)
+        lines = [(_prompt(a, b, cfg), _answer(a, b, cfg) + "\n") for a, b in pairs]
+        ids = torch.tensor([stoi[c] for q, a in lines for c in q + a], dtype=torch.long)
+        scored = torch.tensor([not cfg.answer_only or i >= len(q) for q, a in lines for i in range(len(q + a))])
+        return ids, scored
 
     b = cfg.block_size
-    data = {k: windows(stream(v), b, b // 2 if k == "train" else b) for k, v in splits.items()}
+    data = {}
+    for k, v in splits.items():
+        ids, scored = stream(v)
+        data[k] = windows(ids, b, b // 2 if k == "train" else b, scored=scored)
     info = {"itos": ARITH_VOCAB, "reverse": cfg.reverse,
-            **{f"{k}_prompts": [f"{a}+{b_}=" for a, b_ in v] for k, v in splits.items() if k != "train"},
-            **{f"{k}_answers": [_answer(a, b_, cfg.reverse) + "\n" for a, b_ in v] for k, v in splits.items()
+            **{f"{k}_prompts": [_prompt(a, b_, cfg) for a, b_ in v] for k, v in splits.items() if k != "train"},
+            **{f"{k}_answers": [_answer(a, b_, cfg) + "\n" for a, b_ in v] for k, v in splits.items()
                if k != "train"}}
     return DataBundle("arithmetic", data["train"], data["val"], data["test"], len(ARITH_VOCAB), info=info)
 

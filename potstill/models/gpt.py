@@ -38,12 +38,19 @@ class GPTConfig:
 
 
 class KVCache:
-    """Per-layer keys and values of the positions seen so far (batch-first)."""
+    """Per-layer keys and values of the positions seen so far (batch-first).
+
+    ``external`` holds another library's cache instead (a transformers ``DynamicCache`` for
+    :class:`~potstill.models.hf.HFCausalLM`); length and ``crop`` then delegate to it.
+    """
 
     def __init__(self):
         self.layers: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        self.external = None
 
     def __len__(self) -> int:
+        if self.external is not None:
+            return int(self.external.get_seq_length())
         return 0 if not self.layers or self.layers[0] is None else self.layers[0][0].shape[2]
 
     def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,6 +64,11 @@ class KVCache:
 
     def crop(self, n: int) -> None:
         """Keep the first ``n`` positions (drop rejected draft tokens)."""
+        if self.external is not None:
+            drop = len(self) - n
+            if drop > 0:
+                self.external.crop(-drop)      # a negative count removes that many (transformers 4.x and 5.x)
+            return
         self.layers = [None if kv is None else (kv[0][:, :, :n], kv[1][:, :, :n]) for kv in self.layers]
 
 
@@ -131,20 +143,28 @@ class GPT(nn.Module):
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, n: int, temperature: float = 1.0, generator=None,
                  greedy: bool = False) -> torch.Tensor:
-        """Append ``n`` tokens to ``prompt`` (B, t) by ancestral (or greedy) sampling, with the cache."""
-        cache = KVCache()
-        logits = self(prompt, cache)[:, -1]
-        out = [prompt]
-        for i in range(n):
-            if greedy:
-                nxt = logits.argmax(-1, keepdim=True)
-            else:
-                probs = F.softmax(logits.float() / temperature, -1)
-                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(prompt.device)
-            out.append(nxt)
-            if i < n - 1:
-                logits = self(nxt, cache)[:, -1]
-        return torch.cat(out, 1)
+        return sample_tokens(self, prompt, n, temperature, generator, greedy)
+
+
+@torch.no_grad()
+def sample_tokens(model, prompt: torch.Tensor, n: int, temperature: float = 1.0, generator=None,
+                  greedy: bool = False) -> torch.Tensor:
+    """Append ``n`` tokens to ``prompt`` (B, t) by ancestral (or greedy) sampling, with a KV cache.
+
+    ``model(idx, cache)`` must return the logits of the new positions (any potstill LM)."""
+    cache = KVCache()
+    logits = model(prompt, cache)[:, -1]
+    out = [prompt]
+    for i in range(n):
+        if greedy:
+            nxt = logits.argmax(-1, keepdim=True)
+        else:
+            probs = F.softmax(logits.float() / temperature, -1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(prompt.device)
+        out.append(nxt)
+        if i < n - 1:
+            logits = model(nxt, cache)[:, -1]
+    return torch.cat(out, 1)
 
 
 @MODELS.register("gpt", GPTConfig)

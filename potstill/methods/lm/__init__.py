@@ -1,1 +1,1 @@
-from . import language_model, token_kd  # noqa: F401
+from . import distillspec, language_model, token_kd  # noqa: F401

@@ -91,10 +91,17 @@ class TokenKD(LMMethod):
         g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         return bool(torch.rand((), generator=g) < self.cfg.on_policy)
 
+    def source(self, step: int) -> str:
+        """Where this step's sequences come from: "data", "student" or "teacher"."""
+        if not self.generated(step):
+            return "data"
+        return "teacher" if self.cfg.sequence_kd else "student"
+
     @torch.no_grad()
-    def generate(self, x: torch.Tensor, step: int) -> torch.Tensor:
-        """Keep ``prompt_len`` tokens of each window and sample the rest (student or teacher)."""
-        lm = self.teacher.model if self.cfg.sequence_kd else self.student
+    def generate(self, x: torch.Tensor, step: int, by: str | None = None) -> torch.Tensor:
+        """Keep ``prompt_len`` tokens of each window and sample the rest from ``by`` (student or teacher)."""
+        by = by or ("teacher" if self.cfg.sequence_kd else "student")
+        lm = self.teacher.model if by == "teacher" else self.student
         was_training = lm.training
         lm.eval()
         g = torch.Generator().manual_seed(self.cfg.seed * 7_919 + step)
@@ -108,23 +115,30 @@ class TokenKD(LMMethod):
             t = self.teacher(x).logits
         return top_k_teacher(t, self.cfg.top_k, self.cfg.tail) if self.cfg.top_k else t
 
+    def sequences(self, batch, step) -> tuple[torch.Tensor, torch.Tensor, str]:
+        """(inputs, mask of the positions that carry the divergence, source) for this step."""
+        x, y = batch["x"], batch["y"]
+        src = self.source(step)
+        if src == "data":
+            return x, y != -1, src
+        x = self.generate(x, step, by=src)
+        p = min(self.cfg.prompt_len, x.shape[1] - 1)
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        mask[:, p - 1:] = True          # every next-token distribution given a generated context
+        return x, mask, src
+
     def loss(self, batch, step):
         cfg = self.cfg
-        x, y = batch["x"], batch["y"]
-        on = self.generated(step)
-        if on:
-            x = self.generate(x, step)
-            p = min(cfg.prompt_len, x.shape[1] - 1)
-            mask = torch.zeros_like(x, dtype=torch.bool)
-            mask[:, p - 1:] = True          # every next-token distribution given a generated context
-        else:
-            mask = y != -1
+        x, mask, src = self.sequences(batch, step)
         s = self.student(x)
-        d = token_divergence(s, self.teacher_logits(x), cfg.divergence, cfg.beta, cfg.temperature)
-        kd = masked_token_mean(d, mask)
-        logs = {"log/kd": kd.detach(), "log/on_policy": torch.tensor(float(on))}
-        if cfg.ce_weight > 0 and not on:
-            ce = next_token_nll(s, y)
+        t = self.teacher_logits(x)
+        kd = masked_token_mean(token_divergence(s, t, cfg.divergence, cfg.beta, cfg.temperature), mask)
+        logs = {"log/kd": kd.detach(), "log/on_policy": torch.tensor(float(src != "data")), **self.extra_logs(s, t, mask)}
+        if cfg.ce_weight > 0 and src == "data":
+            ce = next_token_nll(s, batch["y"])
             logs["log/ce"] = ce.detach()
             return {"student": (1 - cfg.ce_weight) * kd + cfg.ce_weight * ce, **logs}
         return {"student": kd, **logs}
+
+    def extra_logs(self, student_logits, teacher_logits, mask) -> dict:
+        return {}
