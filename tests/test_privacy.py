@@ -38,3 +38,22 @@ def test_memorised_canary_is_exposed_and_an_unseen_one_is_not():
     low = sum(exposure(model, prefix, u, digits, n_candidates=1000) for u in unseen) / len(unseen)
     assert high == pytest.approx(math.log2(1000), abs=0.01)   # above every sampled candidate: saturates at log2 n
     assert low < 2.5               # secrets never seen: about as likely as random candidates
+
+
+def test_exact_rank_when_the_space_is_enumerated(uniform_lm):
+    # a model that prefers digit 3 at every position ranks "33" first: exact exposure log2(100)
+    class Prefers3(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            logits = torch.zeros(*x.shape, 10)
+            logits[..., 3] = 5.0
+            return logits + 0 * self.w
+
+    m = Prefers3()
+    assert exposure(m, torch.tensor([1]), torch.tensor([3, 3]), list(range(10)), n_candidates=100) == pytest.approx(math.log2(100))
+    # "34" is beaten by "33" only and ties with 17 others ("3x" and "x3", x != 3): rank 1 + 18
+    assert exposure(m, torch.tensor([1]), torch.tensor([3, 4]), list(range(10)), n_candidates=100) == pytest.approx(
+        math.log2(100) - math.log2(19))

@@ -7,7 +7,9 @@ vocabulary size and ``info`` holds the vocabulary (``itos``) to decode with.
 * ``pydoc_chars``: the ~465k characters of CPython's ``pydoc_data.topics`` (the help texts of
   the language reference, PSF license, shipped with every Python), topics in sorted order,
   character vocabulary. Split contiguously: the first ``1 - val - test`` fraction trains, then
-  validation, then test, so no window straddles two splits.
+  validation, then test, so no window straddles two splits. With ``canaries: n`` the training
+  text gets n secret lines "my pin is 12345", each ``canary_repeats`` times (for exposure
+  audits, ``potstill/eval/privacy.py``); ``info["canaries"]`` lists them and as many unseen ones.
 * ``arithmetic``: lines ``a+b=c`` with ``a, b`` uniform below ``10**digits``, answers reversed
   or not (``reverse``), with targets on every character or only on the answers (``answer_only``:
   the operands are uniform random digits, so their targets are pure noise), optionally zero-padded to fixed width (``pad``: ``007+052=9500``
@@ -54,10 +56,39 @@ class PydocConfig:
     val_frac: float = 0.05
     test_frac: float = 0.05
     stride: int = 0                  # training-window stride; 0 = block_size // 2
+    canaries: int = 0                # secret canaries inserted into the training text (privacy audits)
+    canary_repeats: int = 10         # times each canary is inserted
+    canary_digits: int = 5           # secret = this many random digits
+    canary_seed: int = 0
 
     def __post_init__(self):
         if self.block_size < 2 or not (0 < self.val_frac < 0.5 and 0 < self.test_frac < 0.5):
             raise ValueError("block_size >= 2 and val_frac, test_frac in (0, 0.5)")
+        if self.canaries < 0 or self.canary_repeats < 1 or self.canary_digits < 1:
+            raise ValueError("canaries >= 0, canary_repeats >= 1, canary_digits >= 1")
+
+
+CANARY_PREFIX = "my pin is "
+
+
+def insert_canaries(text: str, cfg: PydocConfig) -> tuple[str, dict]:
+    """Insert ``canaries`` lines "my pin is <digits>" ``canary_repeats`` times each at random line
+    starts of ``text`` (Carlini et al., *The Secret Sharer*, arXiv 1802.08232). Also draws as many
+    *unseen* secrets of the same form, never inserted: the reference for exposure."""
+    g = torch.Generator().manual_seed(cfg.canary_seed)
+    secret = lambda: "".join(str(int(d)) for d in torch.randint(10, (cfg.canary_digits,), generator=g))  # noqa: E731
+    inserted = [secret() for _ in range(cfg.canaries)]
+    unseen = [secret() for _ in range(cfg.canaries)]
+    lines = text.split("\n")
+    spots = torch.randint(len(lines), (cfg.canaries * cfg.canary_repeats,), generator=g).tolist()
+    extra: dict[int, list[str]] = {}
+    for i, spot in enumerate(spots):
+        extra.setdefault(spot, []).append(CANARY_PREFIX + inserted[i % cfg.canaries])
+    out = []
+    for i, line in enumerate(lines):
+        out += extra.get(i, []) + [line]
+    return "\n".join(out), {"prefix": CANARY_PREFIX, "inserted": inserted, "unseen": unseen,
+                             "repeats": cfg.canary_repeats}
 
 
 @DATASETS.register("pydoc_chars", PydocConfig)
@@ -68,11 +99,16 @@ def pydoc_chars(cfg: PydocConfig) -> DataBundle:
     ids = torch.tensor([stoi[c] for c in text], dtype=torch.long)
     n_val, n_test = int(len(ids) * cfg.val_frac), int(len(ids) * cfg.test_frac)
     n_train = len(ids) - n_val - n_test
+    info = {"itos": itos, "chars": len(text)}
+    if cfg.canaries:        # only the training text carries secrets; validation and test stay clean
+        train_text, info["canaries"] = insert_canaries(text[:n_train], cfg)
+        ids = torch.cat([torch.tensor([stoi[c] for c in train_text], dtype=torch.long), ids[n_train:]])
+        n_train = len(train_text)
     b = cfg.block_size
     train = windows(ids[:n_train], b, cfg.stride or max(1, b // 2))
     val = windows(ids[n_train:n_train + n_val], b, b)
     test = windows(ids[n_train + n_val:], b, b)
-    return DataBundle("pydoc_chars", train, val, test, len(itos), info={"itos": itos, "chars": len(text)})
+    return DataBundle("pydoc_chars", train, val, test, len(itos), info=info)
 
 
 @dataclass
@@ -132,10 +168,15 @@ def arithmetic(cfg: ArithmeticConfig) -> DataBundle:
         return ids, scored
 
     b = cfg.block_size
+    # padded lines all have one length: start every window at a line start, so each digit sits at
+    # the same absolute positions in every window (learned positions then line up with the task)
+    line = 3 * cfg.digits + 4 if cfg.pad else 1
+    lines_per_window = max(1, b // line)
     data = {}
     for k, v in splits.items():
         ids, scored = stream(v)
-        data[k] = windows(ids, b, b // 2 if k == "train" else b, scored=scored)
+        stride = line * max(1, lines_per_window // 2) if k == "train" else line * lines_per_window
+        data[k] = windows(ids, b, stride if cfg.pad else (b // 2 if k == "train" else b), scored=scored)
     info = {"itos": ARITH_VOCAB, "reverse": cfg.reverse,
             **{f"{k}_prompts": [_prompt(a, b_, cfg) for a, b_ in v] for k, v in splits.items() if k != "train"},
             **{f"{k}_answers": [_answer(a, b_, cfg) + "\n" for a, b_ in v] for k, v in splits.items()

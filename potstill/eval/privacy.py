@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def sequence_nll(model, prefix: torch.Tensor, secrets: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def sequence_nll(model, prefix: torch.Tensor, secrets: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
     """Sum of -log p(secret tokens | prefix) for every row of ``secrets`` (n, k); prefix (t,)."""
     model.eval()
     dev = next(model.parameters()).device
@@ -42,18 +42,28 @@ def sequence_nll(model, prefix: torch.Tensor, secrets: torch.Tensor, batch_size:
 
 def exposure(model, prefix: torch.Tensor, secret: torch.Tensor, alphabet: list[int], n_candidates: int = 2000,
              seed: int = 0) -> float:
-    """Exposure in bits of ``secret`` (k token ids, each from ``alphabet``) after ``prefix``."""
+    """Exposure in bits of ``secret`` (k token ids, each from ``alphabet``) after ``prefix``.
+
+    When the whole space fits in ``n_candidates`` (e.g. 10^5 five-digit secrets), every candidate
+    is scored and the rank is exact (rank = 1 + candidates at least as likely); otherwise the
+    sampled estimate above."""
     if len(prefix) < 1:
         raise ValueError("a canary needs a prefix of at least one token")
     secret, prefix = secret.cpu(), prefix.cpu()
     k = len(secret)
     space = len(alphabet) ** k
-    g = torch.Generator().manual_seed(seed)
-    cand = torch.tensor(alphabet)[torch.randint(len(alphabet), (n_candidates, k), generator=g)]
+    alpha = torch.tensor(alphabet)
+    if space <= n_candidates:
+        idx = torch.arange(space)
+        digits = torch.stack([(idx // len(alphabet) ** (k - 1 - i)) % len(alphabet) for i in range(k)], 1)
+        cand = alpha[digits]
+    else:
+        g = torch.Generator().manual_seed(seed)
+        cand = alpha[torch.randint(len(alphabet), (n_candidates, k), generator=g)]
     cand = cand[(cand != secret).any(1)]                      # the secret itself is not a competitor
     nll = sequence_nll(model, prefix, torch.cat([secret[None], cand]))
     hits = int((nll[1:] <= nll[0]).sum())                     # candidates at least as likely as the secret
-    rank = space * max(hits, 1) / len(cand)
+    rank = 1 + hits if space <= n_candidates else space * max(hits, 1) / len(cand)
     return math.log2(space) - math.log2(rank)
 
 

@@ -1,1 +1,1 @@
-from . import distillspec, language_model, token_kd  # noqa: F401
+from . import distillspec, language_model, mgsr, swing, token_kd  # noqa: F401

@@ -1,0 +1,68 @@
+"""Swing distillation (K11): privacy likelihood, temperature swing, noise only on private positions."""
+import pytest
+import torch
+
+import potstill
+from potstill.core.method import BuildContext
+from potstill.methods.lm.swing import privacy_likelihood, swing_targets
+from potstill.models import build_model
+
+GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+
+def test_privacy_likelihood_marks_private_targets_and_ignores_padding():
+    private = torch.tensor([False, True, False])
+    y = torch.tensor([[0, 1, 2, -1, 1]])
+    assert privacy_likelihood(y, private).tolist() == [[0.0, 1.0, 0.0, 0.0, 1.0]]
+
+
+def test_temperature_swings_and_noise_touches_only_private_positions():
+    z = torch.randn(1, 3, 5)
+    pi = torch.tensor([[0.0, 1.0, 0.5]])
+    noisy, temp = swing_targets(z, pi, 2.0, 20.0, 1.0, torch.Generator().manual_seed(0))
+    assert temp.tolist() == [[2.0, 20.0, 11.0]]
+    assert torch.equal(noisy[0, 0], z[0, 0]) and not torch.allclose(noisy[0, 1], z[0, 1])
+    # the private soft target is close to uniform: high temperature flattens it
+    p_priv = torch.softmax(noisy[0, 1] / 20.0, -1)
+    assert (p_priv.max() - p_priv.min()) < (torch.softmax(z[0, 1] / 2.0, -1).max() - torch.softmax(z[0, 1] / 2.0, -1).min())
+
+
+def test_laplace_noise_has_the_right_scale():
+    z = torch.zeros(200_000, 1)
+    noisy, _ = swing_targets(z, torch.ones(200_000), 1.0, 1.0, 2.0, torch.Generator().manual_seed(0))
+    assert noisy.abs().mean().item() == pytest.approx(2.0, rel=0.02)     # E|Laplace(0, b)| = b
+
+
+@pytest.fixture(scope="module")
+def text():
+    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
+                                  "block_size": 16})
+
+
+def build(text, **cfg):
+    torch.manual_seed(0)
+    cls = potstill.METHODS.get("swing")
+    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=build_model(GPT, text.in_shape, text.num_classes),
+                                                     teacher_module=build_model(GPT, text.in_shape, text.num_classes)))
+
+
+def test_private_tokens_get_no_hard_label_gradient_unless_asked(text):
+    batch = {"x": text.train.x[:4], "y": text.train.y[:4]}
+    seen = {}
+
+    def grads(m):
+        def spy(module, args, out):
+            out.retain_grad()
+            seen["s"] = out
+        h = m.student.register_forward_hook(spy)
+        m.loss(batch, 0)["student"].backward()
+        h.remove()
+        return seen["s"].grad
+
+    digits = torch.tensor([c.isdigit() for c in text.info["itos"]])
+    private = digits[batch["y"].clamp_min(0)] & (batch["y"] >= 0)
+    # alpha 0: only CE. Swing drops the private positions' hard labels; plain KD keeps them
+    g = grads(build(text, alpha=0.0))
+    assert (g[private].abs().sum(-1) == 0).all() and (g[~private & (batch["y"] >= 0)].abs().sum(-1) > 0).all()
+    g = grads(build(text, alpha=0.0, swing=False, private_ce=True))
+    assert (g[private].abs().sum(-1) > 0).all()
