@@ -1,6 +1,7 @@
 """What the benchmark scripts share: running one recipe in its own process, resumably and safely."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,10 +22,13 @@ def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None =
     recipe = Path(recipe)
     want = {"recipe": str(recipe.resolve().relative_to(ROOT)) if recipe.resolve().is_relative_to(ROOT) else str(recipe),
             "overrides": [o for o in overrides if not o.startswith(NEUTRAL)]}
+    want["recipe_sha256"] = hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]   # an edited recipe is another run
     marker = out / "overrides.json"
-    if marker.is_file() and json.loads(marker.read_text()) != want:
-        raise SystemExit(f"{out} was made with {json.loads(marker.read_text())}, not {want}: "
-                         "choose another --runs folder (or --name / --tag) for other settings")
+    if marker.is_file():
+        had = json.loads(marker.read_text())
+        if had != {k: v for k, v in want.items() if k in had or k != "recipe_sha256"}:
+            raise SystemExit(f"{out} was made with {had}, not {want}: "
+                             "choose another --runs folder (or --name / --tag) for other settings")
     if (out / "summary.json").is_file():
         return json.loads((out / "summary.json").read_text())
     out.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,15 @@
 """DistillSpec benchmark (K17): acceptance rate and wall-clock speed-up of speculative decoding.
 
-Target: the arithmetic teacher (``recipes/lm/teacher_arith.yaml``, 4-layer GPT, width 192).
-Drafts, all the same 2-layer width-96 GPT with the same steps and optimizer:
+Target: the ``--task`` teacher (``recipes/lm/teacher_<task>.yaml``, 4-layer GPT, width 192; the
+same run folder as ``benchmarks/lm_text.py`` uses). Drafts, all the same 2-layer width-96 GPT with
+the same steps and optimizer:
 
-* ``undistilled``: trained on the data alone (``recipes/lm/scratch_arith.yaml``);
+* ``undistilled``: trained on the data alone (``recipes/lm/scratch_<task>.yaml``);
 * ``distillspec/<divergence>``: DistillSpec on the draft's own samples
-  (``recipes/lm/distillspec_arith.yaml``) with each divergence in ``--divergences``.
+  (``recipes/lm/distillspec_<task>.yaml``) with each divergence in ``--divergences``.
 
-Every draft decodes the same held-out prompts (``\\n`` + a test problem, then ``--new-tokens``
-characters) with the same target, greedy and sampled (temperature 1), γ = ``--gamma``; the
+Every draft decodes the same held-out prompts (pydoc: the first 16 characters of test windows;
+arith: a test problem), then ``--new-tokens`` characters, with the same target, greedy and sampled (temperature 1), γ = ``--gamma``; the
 target alone decodes them too, interleaved prompt by prompt in the same process and thread
 count, so the speed-ups are ratios measured in one run. Greedy speculative output is checked to
 equal the target's own greedy output token for token.
@@ -47,9 +48,13 @@ def decode_cell(target_dir: Path, drafts: dict[str, Path], args, seed: int) -> d
     from potstill.decoding import autoregressive_generate, speculative_generate
 
     torch.set_num_threads(args.decode_threads)
-    data = yaml.safe_load((target_dir / "config.yaml").read_text())["data"]
-    info = load_dataset(data).info
-    prompts = [encode("\n" + p, info["itos"])[None] for p in info["test_prompts"][:args.prompts]]
+    bundle = load_dataset(yaml.safe_load((target_dir / "config.yaml").read_text())["data"])
+    info = bundle.info
+    if args.task == "arith":
+        prompts = [encode(info["prompt_prefix"] + p, info["itos"])[None] for p in info["test_prompts"][:args.prompts]]
+    else:   # evenly spread over the test text
+        rows = torch.linspace(0, len(bundle.test) - 1, args.prompts).long()
+        prompts = [bundle.test.x[int(r), :16][None] for r in rows]
     target = load_model(target_dir).eval()
     models = {name: load_model(d).eval() for name, d in drafts.items()}
     rec = {"target": {m: 0.0 for m in MODES}}
@@ -87,15 +92,18 @@ def decode_cell(target_dir: Path, drafts: dict[str, Path], args, seed: int) -> d
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="pydoc", choices=["pydoc", "arith"])
     ap.add_argument("--divergences", nargs="+", default=["forward_kl", "reverse_kl", "jsd", "tv"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="draft training steps (0: the recipes')")
     ap.add_argument("--teacher-steps", type=int, default=0, help="target training steps (0: the recipe's)")
     ap.add_argument("--gamma", type=int, default=4, help="draft tokens proposed per target call")
     ap.add_argument("--prompts", type=int, default=40, help="held-out problems decoded per draft and mode")
-    ap.add_argument("--new-tokens", type=int, default=64)
+    ap.add_argument("--new-tokens", type=int, default=48, help="prompt + new tokens must fit the 64-token context")
     ap.add_argument("--threads", type=int, default=2, help="threads for training")
     ap.add_argument("--decode-threads", type=int, default=1, help="threads for the timed decoding")
+    ap.add_argument("--train-only", action="store_true",
+                    help="train the drafts and stop (decode later, when nothing else loads the machine)")
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/distillspec"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="distillspec")
@@ -110,20 +118,23 @@ def main(argv=None) -> int:
     tag = f"_{args.steps}steps" if args.steps else ""
 
     t_short = [f"trainer.steps={args.teacher_steps}", f"trainer.eval_every={args.teacher_steps}"] if args.teacher_steps else []
-    target_dir = runs / f"target{'_%dsteps' % args.teacher_steps if args.teacher_steps else ''}"
-    run_recipe(rdir / "teacher_arith.yaml", common + t_short, target_dir)
+    # the teacher run folder is benchmarks/lm_text.py's (same recipe and overrides: trained once)
+    target_dir = runs.parent / "lm_text" / f"{args.task}_teacher{'_%dsteps' % args.teacher_steps if args.teacher_steps else ''}"
+    run_recipe(rdir / f"teacher_{args.task}.yaml", common + t_short, target_dir)
     ckpt = target_dir / "export" / "model.safetensors"
     for seed in range(args.seeds):
-        key = f"decode{tag}/seed{seed}/gamma{args.gamma}"
+        key = f"{args.task}/decode{tag}/seed{seed}/gamma{args.gamma}"
         if key in done:
             continue
         seeds = [f"trainer.seed={seed}"]
-        drafts = {"undistilled": runs / f"undistilled_s{seed}{tag}"}
-        run_recipe(rdir / "scratch_arith.yaml", common + short + seeds, drafts["undistilled"])
+        drafts = {"undistilled": runs / f"{args.task}_undistilled_s{seed}{tag}"}
+        run_recipe(rdir / f"scratch_{args.task}.yaml", common + short + seeds, drafts["undistilled"])
         for div in args.divergences:
-            d = drafts[f"distillspec/{div}"] = runs / f"distillspec_{div}_s{seed}{tag}"
-            run_recipe(rdir / "distillspec_arith.yaml", common + short + seeds +
+            d = drafts[f"distillspec/{div}"] = runs / f"{args.task}_distillspec_{div}_s{seed}{tag}"
+            run_recipe(rdir / f"distillspec_{args.task}.yaml", common + short + seeds +
                        [f"method.seed={seed}", f"method.divergence={div}", f"teacher.checkpoint={ckpt}"], d)
+        if args.train_only:
+            continue
         t0 = time.time()
         rec = {"cell": key, "seed": seed, "gamma": args.gamma, "prompts": args.prompts, "new_tokens": args.new_tokens,
                **decode_cell(target_dir, drafts, args, seed), "machine": machine(), "cell_s": None}
@@ -161,7 +172,8 @@ def report(args, done: dict) -> None:
     result = {
         "catalog_ids": ["K17"],
         "command": "python benchmarks/distillspec.py " + " ".join(sys.argv[1:]),
-        "dataset": "arithmetic (3-digit a+b=c, zero-padded, reversed answers); test prompts",
+        "dataset": {"pydoc": "pydoc_chars (CPython pydoc topics, char vocab); prompts = first 16 characters of test windows",
+                    "arith": "arithmetic (3-digit a+b=c, reversed answers); test problems as prompts"}[args.task],
         "seeds": sorted(c["seed"] for c in cells),
         "metrics": metrics,
         "baselines": {f"target_alone/{m}/seconds": stat([c["target"][m] for c in cells]) for m in MODES} if cells else {},

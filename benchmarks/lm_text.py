@@ -46,8 +46,8 @@ def exact_match_of(run_dir: Path, task: str) -> dict:
     data = yaml.safe_load((run_dir / "config.yaml").read_text())["data"]
     info = load_dataset(data).info
     model = load_model(run_dir)
-    # each problem follows a newline in the training stream: prompt the same way
-    return {f"{split}_exact": exact_match(model, ["\n" + p for p in info[f"{split}_prompts"]], info[f"{split}_answers"],
+    pre = info.get("prompt_prefix", "\n")      # how a problem starts in the training stream
+    return {f"{split}_exact": exact_match(model, [pre + p for p in info[f"{split}_prompts"]], info[f"{split}_answers"],
                                          info["itos"]) for split in ("val", "test")}
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from potstill.eval.privacy import exposure, sequence_nll
+from potstill.eval.privacy import exact_exposures, exposure, secret_nll_table, sequence_nll
 from potstill.models import build_model
 
 
@@ -57,3 +57,15 @@ def test_exact_rank_when_the_space_is_enumerated(uniform_lm):
     # "34" is beaten by "33" only and ties with 17 others ("3x" and "x3", x != 3): rank 1 + 18
     assert exposure(m, torch.tensor([1]), torch.tensor([3, 4]), list(range(10)), n_candidates=100) == pytest.approx(
         math.log2(100) - math.log2(19))
+
+
+def test_nll_table_matches_scoring_every_secret_and_exact_exposure_agrees():
+    torch.manual_seed(0)
+    model = build_model({"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}, (16,), 13)
+    prefix, alphabet = torch.tensor([10, 11]), [0, 2, 4, 6, 8]
+    table = secret_nll_table(model, prefix, alphabet, 3)
+    every = torch.tensor(alphabet)[torch.cartesian_prod(*[torch.arange(5)] * 3)]
+    assert torch.allclose(table, sequence_nll(model, prefix, every), atol=1e-5)
+    secret = torch.tensor([4, 0, 8])
+    want = exposure(model, prefix, secret, alphabet, n_candidates=125)
+    assert exact_exposures(model, prefix, [secret], alphabet)[0] == pytest.approx(want, abs=1e-9)

@@ -177,7 +177,9 @@ def arithmetic(cfg: ArithmeticConfig) -> DataBundle:
         ids, scored = stream(v)
         stride = line * max(1, lines_per_window // 2) if k == "train" else line * lines_per_window
         data[k] = windows(ids, b, stride if cfg.pad else (b // 2 if k == "train" else b), scored=scored)
-    info = {"itos": ARITH_VOCAB, "reverse": cfg.reverse,
+    # padded windows start at a line start, so a prompt is the bare problem; otherwise a problem
+    # follows a newline in the training stream and is prompted the same way
+    info = {"itos": ARITH_VOCAB, "reverse": cfg.reverse, "prompt_prefix": "" if cfg.pad else "\n",
             **{f"{k}_prompts": [_prompt(a, b_, cfg) for a, b_ in v] for k, v in splits.items() if k != "train"},
             **{f"{k}_answers": [_answer(a, b_, cfg) + "\n" for a, b_ in v] for k, v in splits.items()
                if k != "train"}}

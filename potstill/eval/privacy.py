@@ -67,4 +67,41 @@ def exposure(model, prefix: torch.Tensor, secret: torch.Tensor, alphabet: list[i
     return math.log2(space) - math.log2(rank)
 
 
-__all__ = ["sequence_nll", "exposure"]
+@torch.no_grad()
+def secret_nll_table(model, prefix: torch.Tensor, alphabet: list[int], k: int, batch_size: int = 1024) -> torch.Tensor:
+    """-log p(s | prefix) for *every* secret s of k symbols from ``alphabet``, in lexicographic order.
+
+    One forward pass over the |A|^(k-1) rows ``prefix + s_1..s_{k-1}`` gives, at each of their
+    positions, the probabilities of the next symbol: the first k-1 terms of every secret's chain
+    rule and the full distribution of its last symbol. |A| times cheaper than scoring each secret,
+    and shared by every canary with the same prefix."""
+    model.eval()
+    dev = next(model.parameters()).device
+    a, n = torch.tensor(alphabet), len(alphabet)
+    idx = torch.arange(n ** (k - 1))
+    rows = torch.stack([(idx // n ** (k - 2 - i)) % n for i in range(k - 1)], 1) if k > 1 else idx[:, None][:, :0]
+    out = []
+    for i in range(0, len(rows), batch_size):
+        r = rows[i:i + batch_size]
+        x = torch.cat([prefix.cpu().expand(len(r), -1), a[r]], 1).to(dev)
+        logp = F.log_softmax(model(x).float(), -1)[:, len(prefix) - 1:].cpu()    # predicting s_1 .. s_k
+        head = logp[:, :k - 1].gather(-1, a[r].unsqueeze(-1)).squeeze(-1).sum(1)   # log p(s_1..s_{k-1})
+        last = logp[:, k - 1][:, a]                                                  # log p(s_k = each symbol)
+        out.append(-(head[:, None] + last).reshape(-1))
+    return torch.cat(out)
+
+
+def exact_exposures(model, prefix: torch.Tensor, secrets: list[torch.Tensor], alphabet: list[int]) -> list[float]:
+    """Exact exposure (all |A|^k candidates ranked) of each secret after the shared ``prefix``."""
+    k = len(secrets[0])
+    table = secret_nll_table(model, prefix, alphabet, k)
+    pos = {v: i for i, v in enumerate(alphabet)}
+    out = []
+    for s in secrets:
+        j = sum(pos[int(t)] * len(alphabet) ** (k - 1 - i) for i, t in enumerate(s))
+        rank = int((table <= table[j]).sum())          # itself + every candidate at least as likely
+        out.append(math.log2(len(table)) - math.log2(rank))
+    return out
+
+
+__all__ = ["sequence_nll", "exposure", "secret_nll_table", "exact_exposures"]
