@@ -66,3 +66,9 @@ def test_private_tokens_get_no_hard_label_gradient_unless_asked(text):
     assert (g[private].abs().sum(-1) == 0).all() and (g[~private & (batch["y"] >= 0)].abs().sum(-1) > 0).all()
     g = grads(build(text, alpha=0.0, swing=False, private_ce=True))
     assert (g[private].abs().sum(-1) > 0).all()
+
+
+def test_noise_is_finite_even_where_the_uniform_draw_is_zero(monkeypatch):
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(a[0]))     # the one value that gave -inf
+    noisy, _ = swing_targets(torch.zeros(2, 3), torch.tensor([0.0, 1.0]), 2.0, 20.0, 1.0)
+    assert torch.isfinite(noisy).all() and torch.equal(noisy[0], torch.zeros(3))

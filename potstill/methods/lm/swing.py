@@ -66,6 +66,7 @@ def swing_targets(teacher_logits: torch.Tensor, pi: torch.Tensor, t0: float, tma
     z = teacher_logits.float()
     if noise > 0:
         u = torch.rand(z.shape, generator=generator).to(z.device) - 0.5        # Laplace by inverse CDF
+        u = u.clamp(-0.5 + 1e-7, 0.5 - 1e-7)        # rand() can return 0: log1p(-1) = -inf, and inf * 0 = nan
         lap = -torch.sign(u) * torch.log1p(-2 * u.abs())
         z = z + noise * pi[..., None] * lap
     return z, temp
