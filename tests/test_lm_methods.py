@@ -89,3 +89,17 @@ def test_degenerate_divergence_settings_are_rejected(text):
         method(text, divergence="jsd", beta=1.0)
     with pytest.raises(ValueError, match="tail must be"):
         method(text, top_k=2, tail="drop")
+
+
+def test_offline_teacher_cache_gives_the_same_loss_without_calling_the_teacher(text):
+    m = method(text, divergence="jsd")
+    idx = torch.arange(4)
+    batch = {"x": text.train.x[idx], "y": text.train.y[idx], "index": idx}
+    want = m.loss(batch, 0)["student"]
+    m.teacher.attach_cache(text.train.x)
+
+    def boom(*a, **k):
+        raise AssertionError("the teacher ran although its logits are cached")
+
+    m.teacher.model.forward = boom
+    assert torch.allclose(m.loss(batch, 0)["student"], want, atol=1e-6)

@@ -81,6 +81,7 @@ class Swing(LMMethod):
     catalog_ids = ("K11",)
     paper = "Swing Distillation: A Privacy-Preserving Knowledge Distillation Framework"
     arxiv = "2212.08349"
+    cacheable_teacher = True
 
     def __init__(self, cfg: SwingConfig, student: nn.Module, teacher, itos: list[str]):
         super().__init__(cfg)
@@ -100,7 +101,7 @@ class Swing(LMMethod):
         mask = y != -1
         pi = privacy_likelihood(y, self.private.to(y.device)) if cfg.swing else torch.zeros_like(y, dtype=torch.float)
         with torch.no_grad():
-            t = self.teacher(x).logits
+            t = self.teacher(x, index=batch.get("index")).logits
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         z, temp = swing_targets(t, pi, cfg.base_temperature, cfg.max_temperature, cfg.noise_scale, g)
         s = self.student(x)

@@ -19,8 +19,10 @@ where D is ``divergence`` (forward_kl, reverse_kl, jsd(β), tv, skew_kl, skew_rk
   2016: train on teacher-generated text), on the same fraction ``on_policy`` of steps.
 
 Which steps are on-policy is a pure function of (seed, step), so a resumed run makes the same
-choices. ``top_k > 0`` replaces the teacher by its top-k tokens (``tail``: renormalize|uniform),
-what an offline cache of teacher logits would store.
+choices. ``top_k > 0`` replaces the teacher by its top-k tokens (``tail``: renormalize|uniform).
+With ``teacher: {cache: true, cache_dir: ...}`` the teacher's logits on the training windows are
+computed once and stored offline (keyed by a hash of teacher and data); data batches read them,
+generated batches still call the teacher.
 """
 from __future__ import annotations
 
@@ -75,6 +77,7 @@ class TokenKD(LMMethod):
     catalog_ids = ("B10",)
     paper = "On-Policy Distillation of Language Models: Learning from Self-Generated Mistakes (GKD) + f-divergence KD"
     arxiv = "2306.13649"
+    cacheable_teacher = True          # teacher.cache: true stores the data windows' logits offline
 
     def __init__(self, cfg: TokenKDConfig, student: nn.Module, teacher):
         super().__init__(cfg)
@@ -110,9 +113,10 @@ class TokenKD(LMMethod):
         lm.train(was_training)
         return seq
 
-    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """The teacher's logits; ``index`` (data rows only) reads them from an attached offline cache."""
         with torch.no_grad():
-            t = self.teacher(x).logits
+            t = self.teacher(x, index=index).logits
         return top_k_teacher(t, self.cfg.top_k, self.cfg.tail) if self.cfg.top_k else t
 
     def sequences(self, batch, step) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -131,7 +135,7 @@ class TokenKD(LMMethod):
         cfg = self.cfg
         x, mask, src = self.sequences(batch, step)
         s = self.student(x)
-        t = self.teacher_logits(x)
+        t = self.teacher_logits(x, batch.get("index") if src == "data" else None)
         kd = masked_token_mean(token_divergence(s, t, cfg.divergence, cfg.beta, cfg.temperature), mask)
         logs = {"log/kd": kd.detach(), "log/on_policy": torch.tensor(float(src != "data")), **self.extra_logs(s, t, mask)}
         if cfg.ce_weight > 0 and src == "data":
