@@ -72,3 +72,31 @@ def test_noise_is_finite_even_where_the_uniform_draw_is_zero(monkeypatch):
     monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(a[0]))     # the one value that gave -inf
     noisy, _ = swing_targets(torch.zeros(2, 3), torch.tensor([0.0, 1.0]), 2.0, 20.0, 1.0)
     assert torch.isfinite(noisy).all() and torch.equal(noisy[0], torch.zeros(3))
+
+
+def test_a_student_copying_the_teacher_is_pushed_flatter_only_on_private_tokens(text):
+    import copy
+
+    batch = {"x": text.train.x[:4], "y": text.train.y[:4]}
+    for swing, want_zero in ((False, True), (True, False)):
+        m = build(text, alpha=1.0, swing=swing, noise_scale=0.0)
+        m.student.load_state_dict(copy.deepcopy(m.teacher.model.state_dict()))
+        seen = {}
+
+        def spy(module, args, out):
+            out.retain_grad()
+            seen["s"] = out
+
+        h = m.student.register_forward_hook(spy)
+        loss = m.loss(batch, 0)["student"]
+        h.remove()
+        assert (loss.item() < 1e-6) == want_zero        # plain KD: the teacher's copy is optimal
+        if swing:
+            loss.backward()
+            s, g = seen["s"], seen["s"].grad
+            private = torch.tensor([c.isdigit() for c in text.info["itos"]])[batch["y"]]
+            top = s.argmax(-1, keepdim=True)
+            # descent lowers each private position's top logit (a flatter distribution) ...
+            assert (g.gather(-1, top).squeeze(-1)[private] > 0).all()
+            # ... and leaves the public positions where they are
+            assert g[~private].abs().max() < 1e-7

@@ -9,13 +9,18 @@ distillation softens exactly those soft targets:
 * a per-token temperature that swings with it,   T_t = T_0 + (T_max − T_0) · π_t;
 * noise on the teacher's logits before the softmax,  p̃_t = softmax((z_t + ε_t) / T_t),
   ε_t,v ~ Laplace(0, b · π_t) (the noise only touches private positions);
-* the loss   L = α · mean_t T_t² · KL(p̃_t || softmax(s_t / T_t)) + (1 − α) · CE on the
+* the loss   L = α · T_0² · mean_t KL(p̃_t || softmax(s_t / T_0)) + (1 − α) · CE on the
   non-private data tokens only (a hard label of a private token would teach the secret directly;
   ``private_ce: true`` keeps them).
 
 ``swing: false, private_ce: true`` is plain Hinton KD at temperature T_0 plus CE on every token
 (the comparison row); ``swing: false`` alone isolates what dropping the private hard labels does. Canary exposure (``potstill/eval/privacy.py``) measures what the student learned
 of secrets inserted into the teacher's training text (``pydoc_chars`` with ``canaries``).
+
+Only the teacher's side swings: the student is always read at T_0. With the student at T_t as
+well (our first version), a high temperature makes KL(softmax(z/T) || softmax(s/T)) · T² approach
+logit matching (Hinton et al., Sec. 2.1), so the student still copies the teacher's ranking of the
+secret's digits: on benchmarks/swing.py that version cut mean exposure by only 19% against plain KD.
 
 The paper's exact detector, temperature schedule and noise calibration to a privacy budget were
 not available to us: the forms above follow its abstract (per-token temperature from the
@@ -105,9 +110,11 @@ class Swing(LMMethod):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         z, temp = swing_targets(t, pi, cfg.base_temperature, cfg.max_temperature, cfg.noise_scale, g)
         s = self.student(x)
-        # per-token temperature: divide both logit sets by T_t, then the usual KL at temperature 1
-        kl = token_divergence(s.float() / temp[..., None], z / temp[..., None], "forward_kl")
-        kd = masked_token_mean(temp ** 2 * kl, mask)
+        # the teacher's side swings to T_t; the student stays at T_0. (Dividing the student by T_t
+        # too, as in Hinton KD at a high temperature, turns the private positions' loss into logit
+        # matching, which hands the secret over: see the module docstring.)
+        kl = token_divergence(s.float() / cfg.base_temperature, z / temp[..., None], "forward_kl")
+        kd = cfg.base_temperature ** 2 * masked_token_mean(kl, mask)
         public = mask if cfg.private_ce else mask & ~self.private.to(y.device)[y.clamp_min(0)]
         ce = F.cross_entropy(s.float().reshape(-1, s.shape[-1]), torch.where(public, y, -1).reshape(-1), ignore_index=-1) \
             if public.any() else s.sum() * 0
