@@ -57,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--divergences", nargs="+", default=DIVERGENCES, choices=DIVERGENCES)
     ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (split the seeds over processes)")
     ap.add_argument("--steps", type=int, default=0, help="student steps (0: the recipes')")
     ap.add_argument("--teacher-steps", type=int, default=0, help="teacher steps (0: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
         cell(f"{task}/teacher{tt}/seed0", rdir / f"teacher_{task}.yaml", common + t_short, teacher_dir,
              {"task": task, "model": f"teacher{tt}", "policy": "-", "seed": 0})
         ckpt = teacher_dir / "export" / "model.safetensors"
-        for seed in range(args.seeds):
+        for seed in range(args.seed_start, args.seeds):
             seeds = [f"trainer.seed={seed}"]
             cell(f"{task}/scratch{st}/seed{seed}", rdir / f"scratch_{task}.yaml", common + short + seeds,
                  runs / f"{task}_scratch_s{seed}{st.replace('@', '_')}", {"task": task, "model": f"scratch{st}", "policy": "-", "seed": seed})
@@ -138,9 +139,9 @@ def report(args, done: dict) -> None:
     result = {
         "catalog_ids": ["B10"],
         "command": "python benchmarks/lm_text.py " + " ".join(sys.argv[1:]),
-        "dataset": "pydoc_chars (CPython pydoc topics, 90/5/5 contiguous split, char vocab) and arithmetic "
-                   "(3-digit a+b=c, reversed answers, 20k train / 500 val / 500 test problems)",
-        "seeds": list(range(args.seeds)),
+        "dataset": "pydoc_chars (CPython pydoc topics + 10 canaries, block 64, 90/5/5 contiguous split, char vocab) and arithmetic "
+                   "(3-digit a+b=c zero-padded, reversed answers, loss on answers, 20k train / 500 val / 500 test problems)",
+        "seeds": sorted({c["seed"] for c in cells if c["model"] != "teacher"}),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_s"] for c in cells), 1),
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
