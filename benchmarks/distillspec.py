@@ -5,8 +5,9 @@ same run folder as ``benchmarks/lm_text.py`` uses). Drafts, all the same 2-layer
 the same steps and optimizer:
 
 * ``undistilled``: trained on the data alone (``recipes/lm/scratch_<task>.yaml``);
-* ``distillspec/<divergence>``: DistillSpec on the draft's own samples
-  (``recipes/lm/distillspec_<task>.yaml``) with each divergence in ``--divergences``.
+* ``distillspec/<divergence>``: the undistilled draft, then ``--distill-steps`` of DistillSpec on
+  its own samples (``recipes/lm/distillspec_<task>.yaml``, ``method.student_init``: the paper
+  distils pretrained drafts) with each divergence in ``--divergences``.
 
 Every draft decodes the same held-out prompts (pydoc: the first 16 characters of test windows;
 arith: a test problem), then ``--new-tokens`` characters, with the same target, greedy and sampled (temperature 1), γ = ``--gamma``; the
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="draft training steps (0: the recipes')")
     ap.add_argument("--teacher-steps", type=int, default=0, help="target training steps (0: the recipe's)")
+    ap.add_argument("--distill-steps", type=int, default=500, help="DistillSpec steps from the undistilled draft")
     ap.add_argument("--gamma", type=int, default=4, help="draft tokens proposed per target call")
     ap.add_argument("--prompts", type=int, default=40, help="held-out problems decoded per draft and mode")
     ap.add_argument("--new-tokens", type=int, default=48, help="prompt + new tokens must fit the 64-token context")
@@ -123,16 +125,19 @@ def main(argv=None) -> int:
     run_recipe(rdir / f"teacher_{args.task}.yaml", common + t_short, target_dir)
     ckpt = target_dir / "export" / "model.safetensors"
     for seed in range(args.seeds):
-        key = f"{args.task}/decode{tag}/seed{seed}/gamma{args.gamma}"
+        key = f"{args.task}/decode{tag}/ft{args.distill_steps}/seed{seed}/gamma{args.gamma}"
         if key in done:
             continue
         seeds = [f"trainer.seed={seed}"]
         drafts = {"undistilled": runs / f"{args.task}_undistilled_s{seed}{tag}"}
         run_recipe(rdir / f"scratch_{args.task}.yaml", common + short + seeds, drafts["undistilled"])
+        init = drafts["undistilled"] / "export" / "model.safetensors"
+        ft = [f"trainer.steps={args.distill_steps}", f"trainer.eval_every={args.distill_steps}"]
         for div in args.divergences:
-            d = drafts[f"distillspec/{div}"] = runs / f"{args.task}_distillspec_{div}_s{seed}{tag}"
-            run_recipe(rdir / f"distillspec_{args.task}.yaml", common + short + seeds +
-                       [f"method.seed={seed}", f"method.divergence={div}", f"teacher.checkpoint={ckpt}"], d)
+            d = drafts[f"distillspec/{div}"] = runs / f"{args.task}_distillspec_{div}_s{seed}{tag}_ft{args.distill_steps}"
+            run_recipe(rdir / f"distillspec_{args.task}.yaml", common + ft + seeds +
+                       [f"method.seed={seed}", f"method.divergence={div}", f"teacher.checkpoint={ckpt}",
+                        f"method.student_init={init}"], d)
         if args.train_only:
             continue
         t0 = time.time()
@@ -179,7 +184,8 @@ def report(args, done: dict) -> None:
         "baselines": {f"target_alone/{m}/seconds": stat([c["target"][m] for c in cells]) for m in MODES} if cells else {},
         "wall_clock_s": round(sum(c["cell_s"] or 0 for c in cells), 1),
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-        "notes": (f"Target 4-layer GPT width 192; drafts 2-layer width 96, trained {args.steps or 'the recipe'} steps. "
+        "notes": (f"Target 4-layer GPT width 192; drafts 2-layer width 96, trained {args.steps or 'the recipe'} steps on "
+                  f"the data; DistillSpec drafts continue from that draft for {args.distill_steps} on-policy steps. "
                   f"Decoding batch size 1, KV caches, {args.decode_threads} thread(s). Nothing was tuned on the "
                   "test prompts (no choice is made)."),
     }

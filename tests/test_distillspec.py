@@ -74,3 +74,15 @@ def test_config_errors(bad, match):
 
     with pytest.raises((ValueError, ConfigError), match=match):
         from_dict(potstill.METHODS.get("distillspec").Config, bad)
+
+
+def test_student_init_loads_the_pretrained_draft(text, tmp_path):
+    from potstill.core.checkpoint import atomic_save_safetensors
+
+    torch.manual_seed(1)
+    pre = build_model(GPT, text.in_shape, text.num_classes)
+    atomic_save_safetensors(pre.state_dict(), tmp_path / "draft.safetensors")
+    m = build(text, student_init=str(tmp_path / "draft.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(m.student.state_dict().values(), pre.state_dict().values()))
+    with pytest.raises(Exception, match="student_init|draft.safetensors"):
+        build(text, student_init=str(tmp_path / "missing.safetensors"))

@@ -15,6 +15,9 @@ will serve, with the GKD objective (arXiv 2306.13649) over a chosen data source:
   the expected acceptance rate β = E[1 − TVD] is what the draft should raise. In greedy mode a
   draft token is accepted iff argmax q = argmax p. Both are logged per step
   (``log/accept_sampled``, ``log/accept_greedy``) on the positions that carry the loss.
+* The draft starts from a trained small model (``student_init``: the paper distils pretrained
+  drafts); distilling a randomly initialised draft purely on its own samples learns from noise
+  (on benchmarks/distillspec.py such drafts were accepted *less* often than the undistilled one).
 * Samples are drawn at ``sample_temperature``, which should be the temperature the decoder will
   use (the paper matches the distillation temperature to decoding).
 

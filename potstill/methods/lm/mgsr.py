@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ...core.registry import METHODS
 from ...losses.divergences import masked_token_mean, token_divergence
 from .language_model import next_token_nll
-from .token_kd import TokenKD, TokenKDConfig
+from .token_kd import TokenKD, TokenKDConfig, init_student
 
 
 @dataclass
@@ -135,7 +135,8 @@ class MGSR(TokenKD):
 
     @classmethod
     def build(cls, cfg, ctx):
-        return cls(cfg, ctx.student(), ctx.teacher(), ctx.data.num_classes, ctx.data.info.get("itos"))
+        return cls(cfg, init_student(ctx.student(), cfg.student_init), ctx.teacher(), ctx.data.num_classes,
+                   ctx.data.info.get("itos"))
 
     def param_groups(self):
         extra = list(self.clipper.parameters()) if self.clipper is not None else []

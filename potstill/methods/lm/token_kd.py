@@ -36,6 +36,15 @@ from ...losses.divergences import TOKEN_DIVERGENCES, masked_token_mean, token_di
 from .language_model import LMMethod, next_token_nll
 
 
+def init_student(student: nn.Module, path: str) -> nn.Module:
+    """Load ``path`` (a run's export/model.safetensors) into the student when given."""
+    if path:
+        from ...core.checkpoint import load_module_weights
+
+        load_module_weights(student, path, "method.student_init")
+    return student
+
+
 @dataclass
 class TokenKDConfig:
     divergence: str = "forward_kl"
@@ -48,6 +57,7 @@ class TokenKDConfig:
     sample_temperature: float = 1.0
     top_k: int = 0                    # > 0: sparse teacher (its k most likely tokens)
     tail: str = "renormalize"
+    student_init: str = ""            # start the student from these weights (e.g. a pretrained draft)
     seed: int = 0
 
     def __post_init__(self):
@@ -85,7 +95,7 @@ class TokenKD(LMMethod):
 
     @classmethod
     def build(cls, cfg, ctx):
-        return cls(cfg, ctx.student(), ctx.teacher())
+        return cls(cfg, init_student(ctx.student(), cfg.student_init), ctx.teacher())
 
     def generated(self, step: int) -> bool:
         """Is this step's batch generated (on-policy / sequence KD)? A pure function of (seed, step)."""
