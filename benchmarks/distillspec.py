@@ -96,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task", default="pydoc", choices=["pydoc", "arith"])
     ap.add_argument("--divergences", nargs="+", default=["forward_kl", "reverse_kl", "jsd", "tv"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (split the seeds over processes)")
     ap.add_argument("--steps", type=int, default=0, help="draft training steps (0: the recipes')")
     ap.add_argument("--teacher-steps", type=int, default=0, help="target training steps (0: the recipe's)")
     ap.add_argument("--distill-steps", type=int, default=500, help="DistillSpec steps from the undistilled draft")
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     target_dir = runs.parent / "lm_text" / f"{args.task}_teacher{'_%dsteps' % args.teacher_steps if args.teacher_steps else ''}"
     run_recipe(rdir / f"teacher_{args.task}.yaml", common + t_short, target_dir)
     ckpt = target_dir / "export" / "model.safetensors"
-    for seed in range(args.seeds):
+    for seed in range(args.seed_start, args.seeds):
         key = f"{args.task}/decode{tag}/ft{args.distill_steps}/seed{seed}/gamma{args.gamma}"
         if key in done:
             continue

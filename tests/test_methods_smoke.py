@@ -38,7 +38,11 @@ def build(name, bundle, text=None):
     if cls.pillar == "lm":
         ctx = BuildContext(data=text, student_module=build_model(TINY_GPT, text.in_shape, text.num_classes),
                            teacher_module=build_model({**TINY_GPT, "n_embd": 24}, text.in_shape, text.num_classes))
-        cfg = cls.Config(on_policy=0.5, prompt_len=4) if "on_policy" in cls.Config.__dataclass_fields__ else cls.Config()
+        fields = cls.Config.__dataclass_fields__
+        if "data_mix" in fields:          # distillspec: half data, half draft samples
+            cfg = cls.Config(data_mix={"data": 0.5, "student": 0.5}, prompt_len=4)
+        else:
+            cfg = cls.Config(on_policy=0.5, prompt_len=4) if "on_policy" in fields else cls.Config()
         return cls.build(cfg, ctx)
     if cls.pillar == "generative":
         unet = {"name": "unet", "channels": [8, 16], "groups": 4, "emb": 16}
