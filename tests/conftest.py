@@ -41,3 +41,25 @@ class UniformLM(torch.nn.Module):
 @pytest.fixture
 def uniform_lm():
     return UniformLM
+
+
+TINY_LM = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+
+
+@pytest.fixture(scope="session")
+def arith_text():
+    """A tiny arithmetic text bundle for the LM method tests."""
+    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
+                                  "block_size": 16})
+
+
+def build_lm_method(name, text, student=None, teacher=None, **cfg):
+    """An LM method with tiny random GPTs (seeded) as student and teacher unless given."""
+    from potstill.core.method import BuildContext
+    from potstill.models import build_model
+
+    torch.manual_seed(0)
+    teacher = teacher or build_model(TINY_LM, text.in_shape, text.num_classes)
+    student = student or build_model(TINY_LM, text.in_shape, text.num_classes)
+    cls = potstill.METHODS.get(name)
+    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=student, teacher_module=teacher))

@@ -3,26 +3,22 @@ import pytest
 import torch
 
 import potstill
+from conftest import TINY_LM, build_lm_method
 from potstill.core.config import ConfigError
-from potstill.core.method import BuildContext
 from potstill.decoding import verify
 from potstill.methods.lm.distillspec import acceptance
 from potstill.models import build_model
 
-GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+GPT = TINY_LM
 
 
-@pytest.fixture(scope="module")
-def text():
-    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
-                                  "block_size": 16})
+@pytest.fixture
+def text(arith_text):
+    return arith_text
 
 
 def build(text, **cfg):
-    torch.manual_seed(0)
-    cls = potstill.METHODS.get("distillspec")
-    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=build_model(GPT, text.in_shape, text.num_classes),
-                                                     teacher_module=build_model(GPT, text.in_shape, text.num_classes)))
+    return build_lm_method("distillspec", text, **cfg)
 
 
 def test_acceptance_is_one_minus_tv_on_a_hand_case():

@@ -4,25 +4,19 @@ import copy
 import pytest
 import torch
 
-import potstill
-from potstill.core.method import BuildContext
+from conftest import TINY_LM, build_lm_method
 from potstill.models import build_model
 
-GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+GPT = TINY_LM
 
 
-@pytest.fixture(scope="module")
-def text():
-    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
-                                  "block_size": 16})
+@pytest.fixture
+def text(arith_text):
+    return arith_text
 
 
-def method(text, student=None, teacher=None, **cfg):
-    torch.manual_seed(0)
-    teacher = teacher or build_model(GPT, text.in_shape, text.num_classes)
-    student = student or build_model(GPT, text.in_shape, text.num_classes)
-    cls = potstill.METHODS.get("token_kd")
-    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=student, teacher_module=teacher))
+def method(text, **cfg):
+    return build_lm_method("token_kd", text, **cfg)
 
 
 def test_on_policy_steps_are_a_seeded_fraction(text):

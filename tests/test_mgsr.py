@@ -4,13 +4,12 @@ import copy
 import pytest
 import torch
 
-import potstill
-from potstill.core.method import BuildContext
+from conftest import TINY_LM, build_lm_method
 from potstill.losses.divergences import token_divergence
 from potstill.methods.lm.mgsr import Clipper, dac_kl, span_correlation_loss, span_pairs
 from potstill.models import build_model
 
-GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+GPT = TINY_LM
 
 
 def fixed_clipper(vocab, lo_logit, up_logit, tau=1e-4):
@@ -57,18 +56,13 @@ def test_span_pairs_follow_words_and_loss_vanishes_at_the_teacher():
     assert span_correlation_loss(torch.randn(1, 7, 4), t, pairs).item() > 0
 
 
-@pytest.fixture(scope="module")
-def text():
-    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
-                                  "block_size": 16})
+@pytest.fixture
+def text(arith_text):
+    return arith_text
 
 
-def build(text, teacher=None, **cfg):
-    torch.manual_seed(0)
-    cls = potstill.METHODS.get("mgsr")
-    teacher = teacher or build_model(GPT, text.in_shape, text.num_classes)
-    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=build_model(GPT, text.in_shape, text.num_classes),
-                                                     teacher_module=teacher))
+def build(text, **cfg):
+    return build_lm_method("mgsr", text, **cfg)
 
 
 def test_scrg_replaces_the_worst_mismatch_by_the_teachers_token_and_keeps_the_prefix(text):

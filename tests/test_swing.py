@@ -2,12 +2,10 @@
 import pytest
 import torch
 
-import potstill
-from potstill.core.method import BuildContext
+from conftest import TINY_LM, build_lm_method
 from potstill.methods.lm.swing import privacy_likelihood, swing_targets
-from potstill.models import build_model
 
-GPT = {"name": "gpt", "n_layer": 1, "n_head": 2, "n_embd": 16}
+GPT = TINY_LM
 
 
 def test_privacy_likelihood_marks_private_targets_and_ignores_padding():
@@ -33,17 +31,13 @@ def test_laplace_noise_has_the_right_scale():
     assert noisy.abs().mean().item() == pytest.approx(2.0, rel=0.02)     # E|Laplace(0, b)| = b
 
 
-@pytest.fixture(scope="module")
-def text():
-    return potstill.load_dataset({"name": "arithmetic", "train_size": 100, "val_size": 10, "test_size": 10,
-                                  "block_size": 16})
+@pytest.fixture
+def text(arith_text):
+    return arith_text
 
 
 def build(text, **cfg):
-    torch.manual_seed(0)
-    cls = potstill.METHODS.get("swing")
-    return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=build_model(GPT, text.in_shape, text.num_classes),
-                                                     teacher_module=build_model(GPT, text.in_shape, text.num_classes)))
+    return build_lm_method("swing", text, **cfg)
 
 
 def test_private_tokens_get_no_hard_label_gradient_unless_asked(text):
