@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: demo test data bench-kd clean
+.PHONY: demo test data bench-kd leaderboard clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP) data
 
 bench-kd: $(STAMP) data
 	$(BIN)/python benchmarks/kd_fmnist.py
+
+# LEADERBOARD.md + docs/leaderboard/ from benchmarks/results; the screenshot needs Debian's chromium.
+leaderboard: $(STAMP)
+	$(BIN)/potstill leaderboard --screenshot docs/leaderboard/screenshot.png
 
 clean:
 	rm -rf runs .pytest_cache

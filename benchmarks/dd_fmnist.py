@@ -107,6 +107,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/dd_fmnist"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="dd_fmnist")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the result files from the cells, run nothing")
     args = ap.parse_args(argv)
     if (args.set or args.time_limit or args.budget != "cpu") and not args.tag:
         ap.error("--set, --time-limit and --budget full change the distillation: give the cells a --tag "
@@ -128,6 +129,9 @@ def main(argv=None) -> int:
         done[rec["cell"]] = rec
         report(args, done)
 
+    if args.report_only:
+        report(args, done)
+        return 0
     if args.epochs:
         epochs = args.epochs
     else:
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
                "peak_rss_mib": s.get("peak_rss_mib"), "peak_cuda_mib": s.get("peak_cuda_mib"),
                "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
                "eval_images_per_s": ev["eval_images_per_s"], "label_bytes": s.get("label_bytes"),
+               "soft_labels": bool(s.get("soft_labels")),
                "machine": s.get("machine"), "cell_wall_s": round(time.time() - t0, 1)}
         with lock:
             append(rec)
@@ -194,6 +199,9 @@ def report(args, done: dict) -> None:
         metrics[f"{k}/val_acc"] = stat(c["val_acc"])
         metrics[f"{k}/distill_s"] = stat([c["distill_s"]])
         metrics[f"{k}/peak_rss_mib"] = stat([c["peak_rss_mib"]])
+        if c.get("label_bytes") is not None:
+            metrics[f"{k}/label_bytes"] = stat([c["label_bytes"]])
+            metrics[f"{k}/soft_labels"] = stat([1.0 if c.get("soft_labels") else 0.0])
     for m, accs in PUBLISHED.items():
         for ipc, a in zip((1, 10, 50), accs):
             baselines[f"published/{m}/ipc{ipc}/test_acc"] = {"mean": a, "std": 0.0, "n": 1}

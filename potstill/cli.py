@@ -240,6 +240,35 @@ def cmd_demo(args) -> int:
     return run_demo(args.pillar, args.out, fast=args.fast)
 
 
+EPILOG_LEADERBOARD = """\
+Renders every result file in benchmarks/results/ (and preliminary/) into LEADERBOARD.md and a
+static HTML page with its plots (accuracy vs IPC, quality vs NFE). Published numbers are marked;
+every number links to the command that reproduces it.
+
+examples:
+  potstill leaderboard
+  potstill leaderboard --screenshot docs/leaderboard/screenshot.png   # needs apt-get install chromium
+"""
+
+
+def cmd_leaderboard(args) -> int:
+    from .report.leaderboard import build, screenshot
+
+    try:
+        out = build(args.results, args.markdown, args.html)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"potstill: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{len(out['sections'])} result files -> {out['markdown']}, {out['html']} ({len(out['plots'])} plots)")
+    if args.screenshot:
+        try:
+            print("screenshot:", screenshot(out["html"], args.screenshot))
+        except (FileNotFoundError, RuntimeError) as e:
+            print(f"potstill: error: {e}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="potstill",
@@ -298,6 +327,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="where runs and report.md go (default: runs/demo)")
     p.add_argument("--fast", action="store_true", help="a much shorter version (smoke test)")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("leaderboard", help="render benchmarks/results into LEADERBOARD.md and an HTML page",
+                       epilog=EPILOG_LEADERBOARD, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="benchmarks/results", help="folder of result JSON files")
+    p.add_argument("--markdown", default="LEADERBOARD.md", help="Markdown file to write")
+    p.add_argument("--html", default="docs/leaderboard/index.html", help="HTML page to write (plots go beside it)")
+    p.add_argument("--screenshot", metavar="PNG", help="also render the page with headless Chromium to this PNG")
+    p.set_defaults(fn=cmd_leaderboard)
 
     args = parser.parse_args(argv)
     from .core.config import ConfigError

@@ -259,6 +259,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
             summary["val"] = {"acc": ev["val_acc"]["mean"]} if "val_acc" in ev else {}
             summary["test"] = {"acc": ev["test_acc"]["mean"]} if "test_acc" in ev else {}
             summary["label_bytes"] = artefact.label_bytes()
+            summary["soft_labels"] = bool(artefact.soft)
         summary.update({"export": str(export_path), "machine": machine(), **peak_memory(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                         "run_wall_clock_s": round(time.time() - t0, 3)})
         atomic_write_json(out / "summary.json", summary)
