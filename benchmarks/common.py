@@ -1,59 +1,14 @@
-"""What the benchmark scripts share: running one recipe in its own process, resumably and safely."""
+"""What the benchmark scripts share (the implementation lives in ``potstill.core.subrun``)."""
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+from potstill.core.subrun import NEUTRAL, append_cell, load_cells  # noqa: F401  (re-exported)
+from potstill.core.subrun import run_recipe as _run_recipe
+
 ROOT = Path(__file__).resolve().parents[1]
-#: overrides that change how a run is executed, not what it computes
-NEUTRAL = ("trainer.threads=", "eval.threads=", "trainer.progress=")
 
 
 def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None = None) -> dict:
-    """``potstill run recipe overrides --out out`` in a child process (its own peak memory); the summary.
-
-    A finished folder is reused, a killed one resumed. The recipe and overrides that made a folder
-    are kept in ``out/overrides.json``: asking for the same folder with different settings is an
-    error instead of silently returning the old result.
-    """
-    recipe = Path(recipe)
-    want = {"recipe": str(recipe.resolve().relative_to(ROOT)) if recipe.resolve().is_relative_to(ROOT) else str(recipe),
-            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)]}
-    want["recipe_sha256"] = hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]   # an edited recipe is another run
-    marker = out / "overrides.json"
-    if marker.is_file():
-        had = json.loads(marker.read_text())
-        if had != {k: v for k, v in want.items() if k in had or k != "recipe_sha256"}:
-            raise SystemExit(f"{out} was made with {had}, not {want}: "
-                             "choose another --runs folder (or --name / --tag) for other settings")
-    if (out / "summary.json").is_file():
-        return json.loads((out / "summary.json").read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    if not marker.is_file():
-        marker.write_text(json.dumps(want, indent=1))
-    cmd = [sys.executable, "-m", "potstill.cli", "run", str(recipe), *overrides, "--out", str(out)]
-    if (out / "config.yaml").is_file():
-        cmd.append("--resume")
-    if log is None:
-        subprocess.run(cmd, check=True, cwd=ROOT)
-    else:
-        with open(log, "a") as f:
-            subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-    return json.loads((out / "summary.json").read_text())
-
-
-def load_cells(path: Path) -> dict[str, dict]:
-    """The finished cells of a benchmark (``<name>.cells.jsonl``), by their ``cell`` key."""
-    if not path.is_file():
-        return {}
-    return {json.loads(ln)["cell"]: json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()}
-
-
-def append_cell(path: Path, done: dict, rec: dict) -> None:
-    """Record one finished cell (appended, so a killed benchmark keeps what it had)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(rec) + "\n")
-    done[rec["cell"]] = rec
+    """:func:`potstill.core.subrun.run_recipe` from the repository root."""
+    return _run_recipe(recipe, overrides, out, log, root=ROOT)

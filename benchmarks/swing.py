@@ -39,6 +39,8 @@ STUDENTS = {
     "swing": ("swing_pydoc.yaml", []),
     "swing_T100": ("swing_pydoc.yaml", ["method.max_temperature=100.0"]),
     "clean_scratch": ("scratch_pydoc.yaml", ["data.canaries=0"]),
+    "swing_untied": ("swing_pydoc.yaml", ["student.tie_embeddings=false"]),
+    "kd_untied": ("swing_pydoc.yaml", ["method.swing=false", "method.private_ce=true", "student.tie_embeddings=false"]),
 }
 
 

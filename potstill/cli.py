@@ -251,6 +251,39 @@ examples:
 """
 
 
+EPILOG_BENCH = """\
+Runs every registered method of a suite (and its reference rows: teacher, scratch, random
+subset) under the suite's fixed protocol, K seeds each, one result file per method in
+<results>/<suite>/<method>.json. A result whose recipe, overrides, teacher, protocol version and
+code version are unchanged is skipped; a killed bench resumes where it stopped.
+
+suites: kd-fmnist, dd-fmnist, gen-toy2d, gen-fmnist, lm-text   (potstill bench --list)
+
+examples:
+  potstill bench dd-fmnist --quick              # minutes: digits, short schedules, 2 seeds
+  potstill bench kd-fmnist                      # the full protocol, 3 seeds
+  potstill bench kd-fmnist --methods kd         # one method (and the teacher it needs)
+"""
+
+
+def cmd_bench(args) -> int:
+    from .bench import SUITES, plan, run
+
+    if args.list or not args.suite:
+        for s in SUITES.values():
+            print(f"{s.name:11s} {s.title}  [{', '.join(e.name + (' (ref)' if e.reference else '') for e in s.entries)}]")
+        return 0
+    try:
+        p = plan(args.suite, args.methods, args.seeds, args.quick, args.results, args.runs, ".", args.threads)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"potstill: error: {e}", file=sys.stderr)
+        return 2
+    status = run(p, progress=not args.no_progress)
+    for name, st in status.items():
+        print(f"{name}: {st} -> {p.result_path(p.entry(name))}")
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from .report.leaderboard import build, screenshot
 
@@ -327,6 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/demo", help="where runs and report.md go (default: runs/demo)")
     p.add_argument("--fast", action="store_true", help="a much shorter version (smoke test)")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("bench", help="run a benchmark suite's methods under its fixed protocol", epilog=EPILOG_BENCH,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("suite", nargs="?", help="suite name (see --list)")
+    p.add_argument("--quick", action="store_true", help="a reduced version that finishes in minutes (its own folders)")
+    p.add_argument("--methods", nargs="+", metavar="NAME", help="only these entries (teachers they need come along)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per method (default 3; --quick uses 2)")
+    p.add_argument("--results", default="benchmarks/results/bench", help="where result files go")
+    p.add_argument("--runs", default="runs/bench", help="where run folders go")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the suites and their methods")
+    p.set_defaults(fn=cmd_bench)
 
     p = sub.add_parser("leaderboard", help="render benchmarks/results into LEADERBOARD.md and an HTML page",
                        epilog=EPILOG_LEADERBOARD, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -108,3 +108,20 @@ def test_the_page_renders_in_headless_chromium(tmp_path):
     import numpy as np
 
     assert len(np.unique(np.asarray(img.convert("L")))) > 10                 # not a blank page
+
+
+def test_bench_suite_files_merge_into_one_section(tmp_path):
+    from potstill.report.leaderboard import collect
+
+    d = tmp_path / "bench" / "kd-fmnist"
+    d.mkdir(parents=True)
+    base = {"catalog_ids": ["B1"], "dataset": "fmnist", "seeds": [0, 1, 2], "wall_clock_s": 2.0, "machine": "m",
+            "date": "2026-11-28", "notes": "", "baselines": {}, "metrics": {}}
+    write_result(d / "kd.json", {**base, "command": "potstill bench kd-fmnist --methods kd",
+                                 "metrics": {"kd/test_acc": stat([0.9, 0.91, 0.92])}, "provenance": {"key": "k"}})
+    write_result(d / "scratch.json", {**base, "command": "potstill bench kd-fmnist --methods scratch",
+                                      "baselines": {"scratch/test_acc": stat([0.88, 0.88, 0.89])}})
+    (sec,) = collect(tmp_path)
+    assert sec.name == "kd-fmnist" and sec.result["command"] == "potstill bench kd-fmnist"
+    assert [(r.kind, r.name) for r in sec.rows] == [("reference", "scratch"), ("ours", "kd")]
+    assert sec.result["wall_clock_s"] == 4.0

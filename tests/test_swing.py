@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import TINY_LM, build_lm_method
-from potstill.methods.lm.swing import privacy_likelihood, swing_targets
+from potstill.methods.lm.swing import hashed_uniform, laplace_from_uniform, privacy_likelihood, swing_targets
 
 GPT = TINY_LM
 
@@ -17,18 +17,72 @@ def test_privacy_likelihood_marks_private_targets_and_ignores_padding():
 def test_temperature_swings_and_noise_touches_only_private_positions():
     z = torch.randn(1, 3, 5)
     pi = torch.tensor([[0.0, 1.0, 0.5]])
-    noisy, temp = swing_targets(z, pi, 2.0, 20.0, 1.0, torch.Generator().manual_seed(0))
-    assert temp.tolist() == [[2.0, 20.0, 11.0]]
-    assert torch.equal(noisy[0, 0], z[0, 0]) and not torch.allclose(noisy[0, 1], z[0, 1])
-    # the private soft target is close to uniform: high temperature flattens it
-    p_priv = torch.softmax(noisy[0, 1] / 20.0, -1)
-    assert (p_priv.max() - p_priv.min()) < (torch.softmax(z[0, 1] / 2.0, -1).max() - torch.softmax(z[0, 1] / 2.0, -1).min())
+    log_clean = swing_targets(z, pi, 2.0, 20.0, 0.0)
+    assert torch.allclose(log_clean[0, 1], torch.log_softmax(z[0, 1] / 20.0, -1))      # T = T_max
+    assert torch.allclose(log_clean[0, 2], torch.log_softmax(z[0, 2] / 11.0, -1))      # T = T_0 + ½(T_max − T_0)
+    log_noisy = swing_targets(z, pi, 2.0, 20.0, 1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(log_noisy[0, 0], torch.log_softmax(z[0, 0] / 2.0, -1))       # public: untouched
+    assert not torch.allclose(log_noisy[0, 1], log_clean[0, 1])
+    assert torch.allclose(log_noisy.exp().sum(-1), torch.ones(1, 3))                    # still distributions
 
 
-def test_laplace_noise_has_the_right_scale():
-    z = torch.zeros(200_000, 1)
-    noisy, _ = swing_targets(z, torch.ones(200_000), 1.0, 1.0, 2.0, torch.Generator().manual_seed(0))
-    assert noisy.abs().mean().item() == pytest.approx(2.0, rel=0.02)     # E|Laplace(0, b)| = b
+def test_temperature_alone_keeps_the_teachers_ranking_of_secrets():
+    # why the noise is needed: a rank-based audit sees the same order at any temperature
+    z = torch.randn(4, 10, dtype=torch.float64)               # 4 digit positions, 10 digits
+    seqs = torch.randint(10, (500, 4)).unique(dim=0)
+
+    def score(log_p):
+        return log_p.gather(1, seqs.T).sum(0)
+
+    order = score(torch.log_softmax(z, -1)).argsort()
+    for T in (2.0, 20.0, 100.0):
+        assert torch.equal(score(torch.log_softmax(z / T, -1)).argsort(), order)
+
+
+def test_laplace_noise_has_the_calibrated_scale():
+    u = torch.rand(400_000).clamp(1e-7, 1 - 1e-7)
+    assert laplace_from_uniform(u).abs().mean().item() == pytest.approx(1.0, rel=0.02)    # E|Laplace(0, 1)| = 1
+    # on a flat target the clipped noise is the only thing left: before clipping, p + Laplace(2/ε)
+    eps = 4.0
+    p = torch.full((200_000, 1), 0.0)
+    lap = (2.0 / eps) * laplace_from_uniform(hashed_uniform(torch.arange(200_000), 1))
+    assert lap.abs().mean().item() == pytest.approx(2.0 / eps, rel=0.02)
+    assert p.shape == lap.shape
+
+
+def test_hashed_noise_is_fixed_per_key_and_looks_uniform():
+    keys = torch.arange(50_000)
+    u = hashed_uniform(keys, 7, seed=3)
+    assert torch.equal(u, hashed_uniform(keys, 7, seed=3))                 # same key, same draw
+    assert not torch.equal(u, hashed_uniform(keys, 7, seed=4))
+    assert torch.equal(hashed_uniform(keys[[5, 9]], 7, seed=3), u[[5, 9]])  # independent of the batch it is in
+    assert u.min() > 0 and u.max() < 1
+    assert u.mean().item() == pytest.approx(0.5, abs=0.005)
+    hist = torch.histc(u.flatten(), bins=10, min=0, max=1) / u.numel()
+    assert (hist - 0.1).abs().max() < 0.005                                 # flat
+    assert abs(torch.corrcoef(torch.stack([u[:-1, 0], u[1:, 0]]))[0, 1].item()) < 0.02   # neighbours uncorrelated
+
+
+def test_keyed_noise_repeats_across_steps_and_hides_the_margin():
+    z = torch.zeros(1, 2, 10)
+    z[0, :, 3] = 8.0                                           # a memorised digit: a large logit margin
+    pi = torch.ones(1, 2)
+    keys = torch.tensor([[11, 12]])
+    a = swing_targets(z, pi, 2.0, 20.0, 1.0, keys, seed=0)
+    assert torch.equal(a, swing_targets(z, pi, 2.0, 20.0, 1.0, keys, seed=0))
+    # averaged over many positions, the secret digit is not the target's favourite any more often than
+    # chance: the tempered margin (e^{8/20} − 1 ≈ 0.5 × 1/10 in probability) is far below the noise (2/ε = 2)
+    n = 20_000
+    zz = z[:, :1].expand(n, 1, 10)
+    out = swing_targets(zz, torch.ones(n, 1), 2.0, 20.0, 1.0, torch.arange(n)[:, None], seed=1)
+    share = (out.argmax(-1) == 3).float().mean().item()
+    assert share < 0.13                                       # 0.1 = chance; without noise it is 1.0
+
+
+def test_noise_is_finite_even_where_the_uniform_draw_is_extreme(monkeypatch):
+    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(a[0]))     # the value that gave -inf
+    out = swing_targets(torch.zeros(2, 3), torch.tensor([0.0, 1.0]), 2.0, 20.0, 1.0)
+    assert torch.isfinite(out.exp()).all() and torch.allclose(out.exp().sum(-1), torch.ones(2))
 
 
 @pytest.fixture
@@ -62,18 +116,12 @@ def test_private_tokens_get_no_hard_label_gradient_unless_asked(text):
     assert (g[private].abs().sum(-1) > 0).all()
 
 
-def test_noise_is_finite_even_where_the_uniform_draw_is_zero(monkeypatch):
-    monkeypatch.setattr(torch, "rand", lambda *a, **k: torch.zeros(a[0]))     # the one value that gave -inf
-    noisy, _ = swing_targets(torch.zeros(2, 3), torch.tensor([0.0, 1.0]), 2.0, 20.0, 1.0)
-    assert torch.isfinite(noisy).all() and torch.equal(noisy[0], torch.zeros(3))
-
-
 def test_a_student_copying_the_teacher_is_pushed_flatter_only_on_private_tokens(text):
     import copy
 
     batch = {"x": text.train.x[:4], "y": text.train.y[:4]}
     for swing, want_zero in ((False, True), (True, False)):
-        m = build(text, alpha=1.0, swing=swing, noise_scale=0.0)
+        m = build(text, alpha=1.0, swing=swing, epsilon=0.0)
         m.student.load_state_dict(copy.deepcopy(m.teacher.model.state_dict()))
         seen = {}
 

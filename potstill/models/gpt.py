@@ -29,6 +29,7 @@ class GPTConfig:
     n_embd: int = 128
     block_size: int = 0        # maximum context; 0 = the data's window length
     dropout: float = 0.0
+    tie_embeddings: bool = True  # output layer = token embedding (GPT-2); false: a separate head
 
     def __post_init__(self):
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd % self.n_head:
@@ -119,6 +120,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.n_embd, vocab_size, bias=False)
         self.apply(self._init)
 
     @staticmethod
@@ -138,7 +140,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok(idx) + self.pos(pos))
         for i, blk in enumerate(self.blocks):
             x = blk(x, i, cache)
-        return F.linear(self.ln_f(x), self.tok.weight)   # output layer tied to the token embedding
+        return F.linear(self.ln_f(x), self.tok.weight if self.head is None else self.head.weight)
 
     @torch.no_grad()
     def generate(self, prompt: torch.Tensor, n: int, temperature: float = 1.0, generator=None,

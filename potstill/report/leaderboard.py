@@ -95,6 +95,17 @@ VIEWS: dict[str, View] = {
                            Column("rouge_l", "ROUGE-L (%)", 1), Column("train_s", "train s", 0)),
                           "val_bpc", higher_is_better=False),
 }
+# ``potstill bench`` suites (benchmarks/results/bench/<suite>/), one file per method merged
+VIEWS["kd-fmnist"] = View("potstill bench kd-fmnist", PILLARS[0], _KD_COLS, "test_acc")
+VIEWS["dd-fmnist"] = View("potstill bench dd-fmnist (IPC 10, dd-v1)", PILLARS[1], VIEWS["dd_fmnist"].columns,
+                          "test_acc", plot="ipc")
+VIEWS["gen-toy2d"] = View("potstill bench gen-toy2d", PILLARS[2],
+                          (Column("test_swd", "sliced W ↓", 4), Column("test_mode_coverage", "mode coverage", 3),
+                           Column("test_high_quality", "high-quality share", 3), Column("wall_clock_s", "train s", 0)),
+                          "test_swd", higher_is_better=False)
+VIEWS["lm-text"] = View("potstill bench lm-text", PILLARS[3],
+                        (Column("val_bpc", "val bits/char ↓", 3), Column("test_bpc", "test bits/char ↓", 3),
+                         Column("wall_clock_s", "train s", 0)), "val_bpc", higher_is_better=False)
 
 
 # --- the DD-Ranking label-robust score --------------------------------------------------------
@@ -211,7 +222,8 @@ def dd_scores(rows: list[Row], result: dict) -> list[dict]:
         soft = bool(r.values.get("soft_labels", {}).get("mean", 0))
         tag = f"@{m['tag']}" if m["tag"] else ""
         rdm_name = f"random+{m['method']}/ipc{m['ipc']}" if soft else f"random/ipc{m['ipc']}"
-        rdm = by_name.get(("ours", rdm_name + tag)) or by_name.get(("ours", rdm_name))
+        rdm = next((by_name[(k, n)] for n in (rdm_name + tag, rdm_name) for k in ("ours", "reference")
+                    if (k, n) in by_name), None)
         hard = by_name.get(("ours", f"{m['method']}-hard/ipc{m['ipc']}{tag}")) if soft else r
         score = None
         if real is not None and rdm is not None and hard is not None:
@@ -292,21 +304,46 @@ class Section:
     rows: list[Row]
     preliminary: bool
     images: list[str] = field(default_factory=list)        # the view's images that exist
+    merged: bool = False                                    # a bench suite's per-method files
     plots: list[Path] = field(default_factory=list)
 
 
+def _load(f: Path) -> dict:
+    try:
+        return load_result(f)
+    except (ValueError, OSError) as e:             # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{f}: {e}") from None
+
+
+def merge_suite(name: str, results: list[dict]) -> dict:
+    """The per-method files of one ``potstill bench`` suite as one result (rows keep their commands)."""
+    out = {"catalog_ids": sorted({c for r in results for c in r["catalog_ids"]}), "command": f"potstill bench {name}",
+           "dataset": results[0]["dataset"], "seeds": sorted({s for r in results for s in r["seeds"]}),
+           "metrics": {}, "baselines": {}, "wall_clock_s": sum(r["wall_clock_s"] for r in results),
+           "machine": " | ".join(sorted({r["machine"] for r in results})), "date": max(r["date"] for r in results),
+           "notes": " ".join(sorted({r["notes"] for r in results}))}
+    for r in results:
+        out["metrics"].update(r["metrics"])
+        out["baselines"].update(r["baselines"])
+    return out
+
+
 def collect(results_dir: Path) -> list[Section]:
-    """Every result file under ``results_dir`` (``preliminary/`` ones marked), validated."""
+    """Every result file under ``results_dir`` (``preliminary/`` ones marked; the per-method files
+    of each ``bench/<suite>/`` folder merged into one section), validated."""
     sections = []
     files = sorted(results_dir.glob("*.json")) + sorted((results_dir / "preliminary").glob("*.json"))
-    for f in files:
-        try:
-            result = load_result(f)
-        except (ValueError, OSError) as e:         # json.JSONDecodeError is a ValueError
-            raise ValueError(f"{f}: {e}") from None
-        view = VIEWS.get(f.stem) or default_view(f.stem, result)
-        sections.append(Section(f.stem, view, result, sort_rows(rows_of(result, view.reference), view), f.parent.name == "preliminary",
-                                [i for i in view.images if (results_dir / i).is_file()]))
+    loaded = [(f.stem, _load(f), f.parent.name == "preliminary", False) for f in files]
+    suite_dirs = [p for p in results_dir.glob("*") if p.is_dir() and p.name not in ("preliminary", "bench")]
+    suite_dirs += [p for p in (results_dir / "bench").glob("*") if p.is_dir()]
+    for d in sorted(suite_dirs):
+        parts = [_load(f) for f in sorted(d.glob("*.json"))]
+        if parts:
+            loaded.append((d.name, merge_suite(d.name, parts), False, True))
+    for stem, result, preliminary, merged in loaded:
+        view = VIEWS.get(stem) or default_view(stem, result)
+        sections.append(Section(stem, view, result, sort_rows(rows_of(result, view.reference), view), preliminary,
+                                [i for i in view.images if (results_dir / i).is_file()], merged))
     return sections
 
 
@@ -378,7 +415,8 @@ def _md_section(s: Section, results_rel: str, assets_rel: str) -> list[str]:
         cells = [f"[{fmt(row.values.get(c.metric), c)}](#{a})" if c.metric in row.values else "–" for c in cols]
         out.append(f"| {row.name} | {row.kind} | " + " | ".join(cells) + " |")
     prefix = results_rel + ("/preliminary" if s.preliminary else "")
-    out += ["", f'<a id="{a}"></a>Reproduce: `{r["command"]}` — details in `{prefix}/{s.name}.md`.', ""]
+    details = "" if s.merged else f" — details in `{prefix}/{s.name}.md`"
+    out += ["", f'<a id="{a}"></a>Reproduce: `{r["command"]}`{details}.', ""]
     out += [f"![{Path(i).stem}]({results_rel}/{i})" for i in s.images] + ([""] if s.images else [])
     return out
 
