@@ -37,11 +37,11 @@ STUDENTS = {
     "plain_kd": ("swing_pydoc.yaml", ["method.swing=false", "method.private_ce=true"]),
     "kd_no_private_ce": ("swing_pydoc.yaml", ["method.swing=false", "method.private_ce=false"]),
     "swing": ("swing_pydoc.yaml", []),
-    "swing_T100": ("swing_pydoc.yaml", ["method.max_temperature=100.0"]),
     "clean_scratch": ("scratch_pydoc.yaml", ["data.canaries=0"]),
-    "swing_untied": ("swing_pydoc.yaml", ["student.tie_embeddings=false"]),
-    "kd_untied": ("swing_pydoc.yaml", ["method.swing=false", "method.private_ce=true", "student.tie_embeddings=false"]),
+    "swing_untied_noshield": ("swing_pydoc.yaml", ["student.tie_embeddings=false", "method.shield=false"]),
+    "swing_noshield": ("swing_pydoc.yaml", ["method.shield=false"]),
 }
+DEFAULT = ["plain_kd", "kd_no_private_ce", "swing", "swing_noshield", "clean_scratch"]   # the rest: diagnostics
 
 
 def exposures_of(run_dir: Path) -> dict:
@@ -69,7 +69,7 @@ def exposures_of(run_dir: Path) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=DEFAULT, choices=list(STUDENTS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0, help="student steps (0: the recipes')")
     ap.add_argument("--threads", type=int, default=2)

@@ -383,16 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(fn=cmd_leaderboard)
 
     args = parser.parse_args(argv)
+    from .core import distributed
     from .core.config import ConfigError
     from .data import DataError
-
-    from .core import distributed
+    from .errors import PotstillError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError) as e:           # bad input: nothing was started
         print(f"potstill: error: {e}", file=sys.stderr)
         return 2
+    except PotstillError as e:                      # a run that had to stop (non-finite loss, full disk)
+        print(f"potstill: error: {e}", file=sys.stderr)
+        return 3
     finally:
         distributed.close()
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import TINY_LM, build_lm_method
-from potstill.methods.lm.swing import hashed_uniform, laplace_from_uniform, privacy_likelihood, swing_targets
+from potstill.methods.lm.swing import (hashed_uniform, laplace_from_uniform, privacy_likelihood, shield_private_vocab,
+                                      swing_targets)
 
 GPT = TINY_LM
 
@@ -121,7 +122,7 @@ def test_a_student_copying_the_teacher_is_pushed_flatter_only_on_private_tokens(
 
     batch = {"x": text.train.x[:4], "y": text.train.y[:4]}
     for swing, want_zero in ((False, True), (True, False)):
-        m = build(text, alpha=1.0, swing=swing, epsilon=0.0)
+        m = build(text, alpha=1.0, swing=swing, epsilon=0.0, shield=False)
         m.student.load_state_dict(copy.deepcopy(m.teacher.model.state_dict()))
         seen = {}
 
@@ -142,3 +143,24 @@ def test_a_student_copying_the_teacher_is_pushed_flatter_only_on_private_tokens(
             assert (g.gather(-1, top).squeeze(-1)[private] > 0).all()
             # ... and leaves the public positions where they are
             assert g[~private].abs().max() < 1e-7
+
+
+def test_shield_hides_which_private_token_a_public_position_expects_but_keeps_their_total():
+    # vocabulary: 0..3 public, 4..6 private (digits); the teacher at a public position expects "5" after "4"
+    private = torch.tensor([False] * 4 + [True] * 3)
+    z = torch.tensor([[[2.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 6.0, 0.0]]])
+    pi = torch.tensor([[0.0, 1.0]])                          # position 0 public, position 1 private
+    base = swing_targets(z, pi, 2.0, 20.0, 0.0)
+    out = shield_private_vocab(base, z, private, pi, 1e6, 0.0).exp()
+    p0 = base.exp()[0, 0]
+    assert torch.allclose(out[0, 0, private].sum(), p0[private].sum())      # the private share is kept ...
+    assert torch.allclose(out[0, 0, private], out[0, 0, private].mean().expand(3), atol=1e-5)   # ... but flat
+    assert torch.allclose(out[0, 0, ~private], p0[~private])               # public entries untouched
+    assert torch.allclose(out[0, 1], base.exp()[0, 1])                      # private positions: swing_targets' own
+    # with noise, which private entry gets the mass is random, not the teacher's favourite
+    n = 4000
+    zz = z[:, :1].expand(n, 1, 7)
+    base = swing_targets(zz, torch.zeros(n, 1), 2.0, 20.0, 1.0)
+    out = shield_private_vocab(base, zz, private, torch.zeros(n, 1), 20.0, 1.0, torch.arange(n)[:, None]).exp()
+    share = (out[:, 0, 4:].argmax(-1) == 1).float().mean().item()
+    assert share < 0.4                                                       # 1/3 = chance; unshielded: 1.0

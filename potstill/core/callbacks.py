@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import TrainingError
 from . import distributed as dist
 
 
@@ -118,7 +119,7 @@ class Logger(Callback):
                 self.bar.set_postfix(short, refresh=False)
             self.sums, self.count = {}, 0
             if bad:
-                raise FloatingPointError(f"step {step}: non-finite {bad}; lower the learning rate or enable grad_clip")
+                raise TrainingError(f"step {step}: non-finite {bad}; lower the learning rate or enable grad_clip")
 
     def on_fit_end(self, trainer) -> None:
         if self.bar is not None:

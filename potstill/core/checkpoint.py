@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..errors import CheckpointError
 from .config import ConfigError
 
 
@@ -119,21 +120,28 @@ def unflatten_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict[s
 # --- checkpoint folders ------------------------------------------------------------------------
 def save_checkpoint(root: str | Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep: int = 2) -> Path:
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step-*"):  # temporaries of a process killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:07d}."))
+    tmp = None
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(".step-*"):  # temporaries of a process killed mid-write
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step:07d}."))
         atomic_save_safetensors(tensors, tmp / "state.safetensors")
         atomic_write_json(tmp / "meta.json", meta)
         if final.exists():  # same step saved again (a finished run resumed): move the old one aside first
             os.replace(final, tmp.with_name(tmp.name + ".old"))
         os.replace(tmp, final)
+        atomic_write_text(root / "latest", final.name + "\n")
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final.name} in {root}: {e.strerror or e}; "
+                              "earlier checkpoints are untouched") from e
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(root / "latest", final.name + "\n")
     shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
     if keep > 0:
         for old in sorted((p for p in root.glob("step-*") if p.is_dir()), key=_step_of)[:-keep]:
@@ -161,7 +169,16 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, meta) of a checkpoint folder; a missing or corrupt file is a :class:`CheckpointError`."""
     from safetensors.torch import load_file
 
     path = Path(path)
-    return load_file(str(path / "state.safetensors")), json.loads((path / "meta.json").read_text())
+    try:
+        tensors = load_file(str(path / "state.safetensors"))
+        meta = json.loads((path / "meta.json").read_text())
+    except Exception as e:  # safetensors, json and the OS each raise their own types
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e}); "
+                              "delete it to resume from the one before") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"checkpoint {path}: meta.json lacks an integer 'step'")
+    return tensors, meta

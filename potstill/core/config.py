@@ -17,8 +17,10 @@ from typing import Any, Union, get_args, get_origin
 
 import yaml
 
+from ..errors import PotstillError
 
-class ConfigError(ValueError):
+
+class ConfigError(PotstillError, ValueError):
     """A bad recipe or override. The message names the key (dotted) or file at fault."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from ..errors import CheckpointError
 from .checkpoint import atomic_save_safetensors, atomic_write_json, atomic_write_text
 from .config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from .method import BuildContext, Method
@@ -214,6 +215,8 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     elif (out / "config.yaml").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     dist.barrier()
+    if cfg.trainer.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision: fp16 needs a GPU (loss scaling); on CPU use bf16")
     if cfg.trainer.batch_size % dist.world_size():
         raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by the "
                           f"{dist.world_size()} processes")
@@ -222,8 +225,11 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     check_optim_groups(cfg.trainer, method)
     train_data = method.train_data(bundle)
     if dist.is_main():
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        except OSError as e:
+            raise CheckpointError(f"cannot write the run folder {out}: {e.strerror or e}") from None
     dist.barrier()
     if cfg.teacher is not None and cfg.teacher.cache and method.cacheable_teacher and hasattr(method, "teacher"):
         method.teacher.to(device)

@@ -22,6 +22,7 @@ import torch
 from . import distributed as dist
 from .callbacks import EMA, Callback, Checkpointer, Evaluator, Logger, Timer
 from .checkpoint import atomic_write_text, flatten_optimizer, latest_checkpoint, load_checkpoint, save_checkpoint, unflatten_optimizer
+from ..errors import TrainingError
 from .config import ConfigError, from_dict, to_dict
 
 
@@ -79,6 +80,7 @@ class TrainerConfig:
     progress: bool = True
     time_limit_s: float = 0.0                # > 0: stop stepping after this much training wall-clock, counted
                                              # across resumes (then checkpoint, export, evaluate)
+    precision: str = "fp32"                  # fp32 | bf16 (autocast, CPU or GPU) | fp16 (autocast + loss scaling, GPU)
 
     def __post_init__(self):
         if self.steps < 0 or self.batch_size < 1:
@@ -87,6 +89,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.time_limit_s: must be >= 0 (0 = no limit), got {self.time_limit_s}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"trainer.precision: {self.precision!r} is not one of fp32, bf16, fp16")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"trainer.device: {self.device!r} is not one of auto, cpu, cuda, cuda:N")
         default = from_dict(OptimConfig, self.optim.get("default") or {}, "trainer.optim.default")
@@ -140,6 +144,9 @@ class Trainer:
         self.elapsed = Timer()
         self.ema: EMA | None = None
         self.meta: dict = {}
+        self.device: torch.device | None = None
+        self.scaler = None                         # fp16 loss scaling
+        self.last_checkpoint: Path | None = None
 
     # --- helpers used by callbacks ------------------------------------------------------------
     @contextlib.contextmanager
@@ -168,7 +175,8 @@ class Trainer:
         for r, states in enumerate(rng):
             tensors.update({f"rng/{r}/{k}": v for k, v in states.items()})
         meta["world_size"] = len(rng)
-        return save_checkpoint(self.out / "checkpoints", self.step, tensors, meta, self.cfg.keep_checkpoints)
+        self.last_checkpoint = save_checkpoint(self.out / "checkpoints", self.step, tensors, meta, self.cfg.keep_checkpoints)
+        return self.last_checkpoint
 
     def _restore(self, path: Path) -> None:
         tensors, meta = load_checkpoint(path)
@@ -194,29 +202,46 @@ class Trainer:
         self.elapsed = Timer(meta["elapsed_s"])
 
     # --- the loop -------------------------------------------------------------------------------
+    def autocast(self):
+        """The forward passes' precision (``trainer.precision``); fp32 is a no-op."""
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        kind = self.device.type if self.device is not None else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16)
+
     def default_step(self, batch: dict, step: int) -> dict[str, float]:
         active = [g for g in self.groups if step % self.cfg.group_optim(g).update_every == 0]
         if not active:
             return {}
-        losses = self.method.loss(batch, step)
+        with self.autocast():
+            losses = self.method.loss(batch, step)
         missing = [g for g in active if g not in losses]
         if missing:
             raise KeyError(f"{type(self.method).__name__}.loss returned no loss for group(s) {missing}")
+        check_finite({g: losses[g] for g in active}, step, self.last_checkpoint)   # before any weight moves
         for g in active:
             self.optimizers[g].zero_grad(set_to_none=True)
+        scale = self.scaler.scale if self.scaler is not None else (lambda x: x)
         for i, g in enumerate(active):
-            losses[g].backward(inputs=self.groups[g], retain_graph=i < len(active) - 1)
+            scale(losses[g]).backward(inputs=self.groups[g], retain_graph=i < len(active) - 1)
         logs = {}
         for g in active:
             cfg = self.cfg.group_optim(g)
             dist.all_reduce_grads(self.groups[g])
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizers[g])
             if cfg.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.groups[g], cfg.grad_clip)
                 logs[f"grad_norm/{g}"] = float(norm)
             lr = cfg.lr_at(step, self.cfg.steps)
             for pg in self.optimizers[g].param_groups:
                 pg["lr"] = lr
-            self.optimizers[g].step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizers[g])      # skips the step when fp16 gradients overflowed
+            else:
+                self.optimizers[g].step()
+        if self.scaler is not None:
+            self.scaler.update()
         logs.update({f"loss/{k}" if not k.startswith("log/") else k: float(v.detach()) for k, v in losses.items()})
         return logs
 
@@ -233,7 +258,11 @@ class Trainer:
         cfg = self.cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        device = dist.init(cfg.device)
+        device = self.device = dist.init(cfg.device)
+        if cfg.precision == "fp16":
+            if device.type != "cuda":
+                raise ConfigError("trainer.precision: fp16 needs a GPU (loss scaling); on CPU use bf16")
+            self.scaler = torch.amp.GradScaler("cuda")
         self.method = method.to(device)
         self.groups = check_optim_groups(cfg, method)
         self.optimizers = {g: cfg.group_optim(g).make(ps) for g, ps in self.groups.items()}
@@ -249,6 +278,7 @@ class Trainer:
 
         self.step, self.elapsed = 0, Timer()
         ckpt = latest_checkpoint(self.out / "checkpoints") if (resume and self.out is not None) else None
+        self.last_checkpoint = ckpt
         if ckpt is not None:
             self._restore(ckpt)
             if logger.path is not None and logger.path.exists() and dist.is_main():
@@ -311,6 +341,16 @@ class Trainer:
     def _out_of_time(self) -> bool:
         """Past ``time_limit_s``? Under torchrun every process follows rank 0, so all stop at one step."""
         return dist.rank0_says(self.elapsed() >= self.cfg.time_limit_s)
+
+
+def check_finite(losses: dict[str, torch.Tensor], step: int, last_checkpoint: Path | None = None) -> None:
+    """Stop on a NaN/Inf loss, naming the parameter group and step, before it reaches any weight."""
+    for g, v in losses.items():
+        if not bool(torch.isfinite(v.detach()).all()):
+            keep = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+            raise TrainingError(f"step {step}: the loss of parameter group '{g}' is {float(v.detach().float().mean())} "
+                                f"(not finite); training stopped before updating any weights; {keep} "
+                                "(lower the learning rate, clip gradients, or check the data)")
 
 
 def _cycle(iterable):

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from ..core.registry import DATASETS, Spec
+from ..errors import PotstillError
 
 
-class DataError(RuntimeError):
+class DataError(PotstillError, RuntimeError):
     """Missing or malformed data; the message names the file and how to fix it."""
 
 

@@ -21,8 +21,10 @@ def read_npz(path: str) -> ArrayData:
             if missing:
                 raise DataError(f"{p}: missing array(s) {missing}; found {f.files} (need 'x' and 'y')")
             x, y = f["x"], f["y"]
-    except (OSError, ValueError) as e:
-        raise DataError(f"{p}: not a readable .npz: {e}") from None
+    except DataError:
+        raise
+    except Exception as e:  # a corrupt archive surfaces as zipfile, zlib, EOF, Key or Value errors from numpy
+        raise DataError(f"{p}: not a readable .npz ({type(e).__name__}: {e})") from None
     if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
         raise DataError(f"{p}: 'y' must be a 1-D integer array, got {y.dtype} {y.shape}")
     if x.ndim == 3:

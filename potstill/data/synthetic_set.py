@@ -87,7 +87,8 @@ class SyntheticSet:
     @property
     def ipc(self) -> int:
         """Images per class (the largest class count)."""
-        return int(torch.bincount(self.hard_labels, minlength=self.num_classes).max()) if len(self.labels) else 0
+        # unique counts, not bincount(minlength=num_classes): a corrupt class count must not allocate
+        return int(torch.unique(self.hard_labels, return_counts=True)[1].max()) if len(self.labels) else 0
 
     def label_bytes(self) -> int:
         """What the labels cost to store: soft labels are N*K floats; hard labels count as one byte each."""
@@ -133,7 +134,7 @@ class SyntheticSet:
             raise DataError(f"{tensors}: checksum does not match {meta_path.name} (file corrupted or replaced)")
         try:
             t = load_file(str(tensors))
-        except (SafetensorError, OSError, ValueError) as e:
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise DataError(f"{tensors}: unreadable safetensors file ({e})") from None
         if set(t) != {"images", "labels"}:
             raise DataError(f"{tensors}: expected tensors 'images' and 'labels', found {sorted(t)}")
@@ -145,8 +146,13 @@ class SyntheticSet:
             raise DataError(f"{tensors}: images must be float32, found {t['images'].dtype}")
         keep = {k: v for k, v in meta.items() if k not in ("format", "images_shape", "labels_shape", "labels_dtype",
                                                            "label_kind", "label_bytes", "sha256", "num_classes", "ipc")}
+        nc = meta.get("num_classes")
+        if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+            raise DataError(f"{meta_path}: num_classes must be a positive integer, got {nc!r}")
+        if meta.get("ipc") is not None and (not isinstance(meta["ipc"], int) or isinstance(meta["ipc"], bool)):
+            raise DataError(f"{meta_path}: ipc must be an integer, got {meta['ipc']!r}")
         try:
-            out = cls(t["images"], t["labels"], int(meta["num_classes"]), keep)
+            out = cls(t["images"], t["labels"], nc, keep)
         except DataError as e:
             raise DataError(f"{tensors}: {e}") from None
         if meta.get("ipc") is not None and out.ipc != meta["ipc"]:

@@ -61,6 +61,7 @@ class SwingConfig:
     private_chars: str = "0123456789"
     swing: bool = True                # false: no temperature swing and no noise (KD at T_0)
     private_ce: bool = False          # also take CE on private tokens (plain KD: swing false, private_ce true)
+    shield: bool = True               # also swing the private vocabulary's share of public positions' targets
     seed: int = 0
 
     def __post_init__(self):
@@ -99,6 +100,20 @@ def laplace_from_uniform(u: torch.Tensor) -> torch.Tensor:
     return -torch.sign(u) * torch.log1p(-2 * u.abs())
 
 
+def laplace_mechanism(p: torch.Tensor, weight: torch.Tensor, epsilon: float, keys: torch.Tensor | None = None,
+                      seed: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """normalise(max(0, p + weight · Laplace(2/ε))) along the last axis; ``weight`` (shape p.shape[:-1])
+    scales the noise per position (0: untouched). ``keys`` fix each position's draws."""
+    if epsilon <= 0:
+        return p
+    n = p.shape[-1]
+    u = hashed_uniform(keys.to(p.device), n, seed) if keys is not None else \
+        torch.rand(p.shape, generator=generator).to(p.device).clamp(1e-7, 1 - 1e-7)
+    noisy = (p + (2.0 / epsilon) * weight[..., None] * laplace_from_uniform(u)).clamp_min(0)
+    total = noisy.sum(-1, keepdim=True)
+    return torch.where(total > 0, noisy / total.clamp_min(1e-30), torch.full_like(p, 1.0 / n))
+
+
 def swing_targets(teacher_logits: torch.Tensor, pi: torch.Tensor, t0: float, tmax: float, epsilon: float,
                   keys: torch.Tensor | None = None, seed: int = 0,
                   generator: torch.Generator | None = None) -> torch.Tensor:
@@ -109,14 +124,27 @@ def swing_targets(teacher_logits: torch.Tensor, pi: torch.Tensor, t0: float, tma
     """
     temp = t0 + (tmax - t0) * pi
     p = torch.softmax(teacher_logits.float() / temp[..., None], dim=-1)
-    if epsilon > 0:
-        n = p.shape[-1]
-        u = hashed_uniform(keys.to(p.device), n, seed) if keys is not None else \
-            torch.rand(p.shape, generator=generator).to(p.device).clamp(1e-7, 1 - 1e-7)
-        noisy = (p + (2.0 / epsilon) * pi[..., None] * laplace_from_uniform(u)).clamp_min(0)
-        total = noisy.sum(-1, keepdim=True)
-        p = torch.where(total > 0, noisy / total.clamp_min(1e-30), torch.full_like(p, 1.0 / n))
-    return p.log()
+    return laplace_mechanism(p, pi, epsilon, keys, seed, generator).log()
+
+
+def shield_private_vocab(log_target: torch.Tensor, teacher_logits: torch.Tensor, private_vocab: torch.Tensor,
+                         pi: torch.Tensor, tmax: float, epsilon: float, keys: torch.Tensor | None = None,
+                         seed: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """At public positions (π < 1), keep the target's total mass on the private vocabulary entries
+    but split it among them as the swung, noised teacher does at private positions:
+    softmax(z_private / T_max) through the Laplace mechanism. (The teacher's *dark knowledge* at a
+    public position, e.g. which digit it expects after "4" where the text goes on with ".", is
+    where a memorised secret's digit n-grams reach the student otherwise.)"""
+    priv = private_vocab.to(log_target.device)
+    if not priv.any():
+        return log_target
+    p = log_target.exp()
+    mass = p[..., priv].sum(-1, keepdim=True)
+    q = torch.softmax(teacher_logits.float()[..., priv] / tmax, dim=-1)
+    q = laplace_mechanism(q, torch.ones_like(pi), epsilon, keys, seed + 7919, generator)
+    shielded = p.clone()
+    shielded[..., priv] = mass * q
+    return torch.where((pi < 1)[..., None], shielded, p).log()
 
 
 @METHODS.register("swing")
@@ -155,6 +183,9 @@ class Swing(LMMethod):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         log_target = swing_targets(t, pi, cfg.base_temperature, cfg.max_temperature,
                                    cfg.epsilon if cfg.swing else 0.0, keys, cfg.seed, g)
+        if cfg.swing and cfg.shield:
+            log_target = shield_private_vocab(log_target, t, self.private, pi, cfg.max_temperature, cfg.epsilon,
+                                              keys, cfg.seed, g)
         s = self.student(x)
         # the teacher's side swings to T_t; the student stays at T_0. (Dividing the student by T_t
         # too, as in Hinton KD at a high temperature, turns the private positions' loss into logit
