@@ -180,11 +180,14 @@ def test_override_parser_rejects_bad_overrides_cleanly(overrides):
                  overrides)
 
 
+VALID_RECIPE = b"method: {name: supervised}\ndata: {name: digits}\nstudent: {name: mlp, hidden: [8]}\n"
+
+
 @FUZZ
-@given(text=st.text(max_size=200))
-def test_recipe_files_that_are_not_yaml_mappings_are_rejected_cleanly(tmp_path_factory, text):
+@given(data=st.text(max_size=200).map(str.encode) | mutated(VALID_RECIPE))
+def test_recipe_files_that_are_not_yaml_mappings_are_rejected_cleanly(tmp_path_factory, data):
     from potstill.core.run import resolve
 
     path = tmp_path_factory.mktemp("r") / "r.yaml"
-    path.write_text(text)
+    path.write_bytes(data)                   # also bytes that are not UTF-8
     expect_clean(resolve, path)

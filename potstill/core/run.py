@@ -217,13 +217,13 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
     dist.barrier()
     if cfg.trainer.precision == "fp16" and device.type != "cuda":
         raise ConfigError("trainer.precision: fp16 needs a GPU (loss scaling); on CPU use bf16")
-    if cfg.trainer.batch_size % dist.world_size():
-        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by the "
-                          f"{dist.world_size()} processes")
     # everything that can fail on a bad recipe happens before the run folder is written
     method, bundle = build(cfg, bundle)
     check_optim_groups(cfg.trainer, method)
     train_data = method.train_data(bundle)
+    if train_data is not None and cfg.trainer.batch_size % dist.world_size():   # (DD methods draw their own)
+        raise ConfigError(f"trainer.batch_size={cfg.trainer.batch_size} is not divisible by the "
+                          f"{dist.world_size()} processes")
     if dist.is_main():
         try:
             out.mkdir(parents=True, exist_ok=True)

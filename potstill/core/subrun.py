@@ -61,3 +61,46 @@ def append_cell(path: Path, done: dict, rec: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps(rec) + "\n")
     done[rec["cell"]] = rec
+
+
+def run_killed(recipe: Path, overrides: list[str], out: Path, delay_s: float = 0.0, root: Path | None = None,
+               timeout_s: float = 300.0) -> int:
+    """Start ``potstill run`` and SIGKILL it ``delay_s`` after its first checkpoint (fault injection).
+
+    Returns the step of the latest checkpoint the killed run left; resuming is then
+    ``run_recipe(..., out)`` (it passes ``--resume``). Raises if the run finished first.
+    """
+    import os
+    import signal
+    import time
+
+    root = Path(root or Path.cwd()).resolve()
+    out = Path(out)
+    cmd = [sys.executable, "-m", "potstill.cli", "run", str(recipe), *overrides, "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = out / "checkpoints" / "latest"
+    deadline = time.time() + timeout_s
+    try:
+        while not latest.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{recipe}: the run ended (code {proc.returncode}) before its first checkpoint")
+            if time.time() > deadline:
+                raise TimeoutError(f"{recipe}: no checkpoint after {timeout_s} s")
+            time.sleep(0.005)
+        time.sleep(delay_s)
+        if proc.poll() is not None:
+            raise RuntimeError(f"{recipe}: the run finished before the kill; use a smaller delay or more steps")
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    marker = out / "overrides.json"
+    if not marker.is_file():        # so that run_recipe resumes this folder instead of refusing it
+        rel = Path(recipe).resolve()
+        marker.write_text(json.dumps({"recipe": str(rel.relative_to(root)) if rel.is_relative_to(root) else str(recipe),
+                                      "overrides": [o for o in overrides if not o.startswith(NEUTRAL)],
+                                      "recipe_sha256": hashlib.sha256(Path(recipe).read_bytes()).hexdigest()[:16]},
+                                     indent=1))
+    return int(latest.read_text().strip().split("-")[1])
