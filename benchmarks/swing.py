@@ -40,6 +40,8 @@ STUDENTS = {
     "clean_scratch": ("scratch_pydoc.yaml", ["data.canaries=0"]),
     "swing_untied_noshield": ("swing_pydoc.yaml", ["student.tie_embeddings=false", "method.shield=false"]),
     "swing_noshield": ("swing_pydoc.yaml", ["method.shield=false"]),
+    "swing_kd_only": ("swing_pydoc.yaml", ["method.alpha=1.0"]),                 # diagnostic: no hard labels at all
+    "swing_clean_transfer": ("swing_pydoc.yaml", ["data.canaries=0"]),           # diagnostic: secrets only in the teacher
 }
 DEFAULT = ["plain_kd", "kd_no_private_ce", "swing", "swing_noshield", "clean_scratch"]   # the rest: diagnostics
 
