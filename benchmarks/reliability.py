@@ -237,7 +237,7 @@ def main(argv=None) -> int:
         for k, v in r["metrics"].items():
             metrics[f"ddp/{pillar}/{k}_abs_diff"] = stat([v["abs_diff"]])
             baselines[f"ddp/{pillar}/{k}_one_process"] = stat([v["one"]])
-    result = {"catalog_ids": ["X1"], "command": f"python benchmarks/reliability.py --trials {args.trials} --fuzz {args.fuzz}"
+    result = {"catalog_ids": ["X1", "X5"], "command": f"python benchmarks/reliability.py --trials {args.trials} --fuzz {args.fuzz}"
               + (" --skip-ddp" if args.skip_ddp else ""),
               "dataset": "digits, toy2d ring, arithmetic (tiny recipes in tests/pillar_recipes.py)",
               "seeds": list(range(args.trials)), "metrics": metrics, "baselines": baselines,
