@@ -6,9 +6,14 @@ GPT, width 96, same steps and optimizer) distil it on that same text:
 
 * ``plain_kd``: Hinton KD at T = 2 plus cross-entropy on every token (``swing: false, private_ce: true``);
 * ``kd_no_private_ce``: the same without hard labels on digits (ablation: what dropping them alone does);
-* ``swing``: Swing distillation (``recipes/lm/swing_pydoc.yaml``: digit targets at T = 20, Laplace noise);
-* ``swing_T100``: the same with T_max = 100 (a stronger privacy setting: the trade-off, not a choice);
+* ``swing``: Swing distillation (``recipes/lm/swing_pydoc.yaml``: digit targets at T = 20 through the
+  Laplace mechanism at ε = 1, the digits' share of other positions' targets shielded the same way);
+* ``swing_noshield``: the same without the shield;
 * ``clean_scratch``: trained from scratch on the text *without* canaries (the exposure floor).
+
+Diagnostics (``--students``): ``swing_kd_only`` (α = 1: no hard labels at all),
+``swing_clean_transfer`` (the student's text without the canary lines; only the teacher saw them),
+``swing_untied_noshield`` (untied student embeddings).
 
 Exposure (Carlini et al., arXiv 1802.08232) is exact: all 10^5 five-digit secrets are ranked
 after "\\nmy pin is " (``potstill.eval.privacy.exact_exposures``); reported as the mean over the 10
@@ -140,16 +145,24 @@ def report(args, done: dict) -> None:
                       f"{worse:+.2f}% (target ≤ +5%): {'target met' if ok else 'target NOT met'}."]
     result = {
         "catalog_ids": ["K11"],
-        "command": "python benchmarks/swing.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/swing.py --seeds 3 --steps 1000 --threads 1; diagnostic rows (1 seed): "
+                   "python benchmarks/swing.py --seeds 1 --steps 1000 --threads 1 --students swing_kd_only "
+                   "swing_clean_transfer swing_untied_noshield",
         "dataset": "pydoc_chars (block 64) with 10 canaries 'my pin is NNNNN' x 10 copies in the training text",
         "seeds": sorted({c["seed"] for c in cells}),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_s"] for c in cells), 1),
         "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-        "notes": ("Exposure exact over all 1e5 secrets (max 16.6 bits). Teacher 4-layer GPT width 192; students "
-                  "2-layer width 96. Swing: digits are private (pi = 1), T 2 -> 20, Laplace(1) noise on their "
-                  "teacher logits, no hard labels on digits; plain KD: T = 2, alpha = 0.5, CE on all tokens. "
-                  "Hyperparameters fixed before the run; validation NLL reported, test read once."
+        "notes": ("Exposure exact over all 1e5 secrets (max 16.6 bits); a student that learned nothing of a secret "
+                  "has an expected exposure of 1/ln 2 = 1.44 bits (a uniformly random rank). Teacher 4-layer GPT "
+                  "width 192; students 2-layer width 96. Swing: digits are private (pi = 1), T 2 -> 20 on their "
+                  "soft targets, then the Laplace mechanism (epsilon = 1 per released target, noise fixed per "
+                  "position), the private vocabulary's share of public positions' targets swung the same way "
+                  "(shield), no hard labels on digits; plain KD: T = 2, alpha = 0.5, CE on all tokens. "
+                  "swing_noshield: without the shield; swing_kd_only: alpha = 1 (no hard labels at all); "
+                  "swing_clean_transfer: the student's transfer text without the canary lines (the teacher still "
+                  "memorised them); swing_untied_noshield: untied student embeddings. Hyperparameters fixed "
+                  "before the run; validation NLL reported, test read once."
                   + (f" Students shortened to {args.steps} steps." if args.steps else "")),
     }
     write_result(Path(args.results) / f"{args.name}.json", result)
