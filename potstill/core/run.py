@@ -253,7 +253,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, bundle=None, call
             export_path = save_export(artefact, out / "export", cfg.student, bundle)
             if isinstance(artefact, torch.nn.Module):
                 summary["params"] = count_params(artefact)
-                if method.pillar == "kd":  # a classifier: one input, one output
+                if method.pillar == "kd" and not hasattr(artefact, "set_graph"):  # a classifier of single inputs
                     summary["latency_ms"] = round(latency_ms(artefact, bundle.in_shape), 4)
         if hasattr(artefact, "save_grid"):
             artefact.save_grid(out / "export" / "synthetic.png")

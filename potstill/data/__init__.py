@@ -23,20 +23,24 @@ class DataError(PotstillError, RuntimeError):
 class ArrayData:
     x: torch.Tensor  # (N, C, H, W) or (N, D), float32, normalised
     y: torch.Tensor  # (N,) int64, -1 = no label
+    index: torch.Tensor | None = None   # (N,) ids of the rows in their source (e.g. graph nodes), if any
 
     def __post_init__(self):
         if len(self.x) != len(self.y):
             raise DataError(f"x has {len(self.x)} rows but y has {len(self.y)}")
+        if self.index is not None and len(self.index) != len(self.x):
+            raise DataError(f"index has {len(self.index)} entries for {len(self.x)} rows")
 
     def __len__(self) -> int:
         return len(self.x)
 
     def subset(self, idx: torch.Tensor) -> "ArrayData":
-        return ArrayData(self.x[idx], self.y[idx])
+        return ArrayData(self.x[idx], self.y[idx], None if self.index is None else self.index[idx])
 
     @staticmethod
     def concat(*parts: "ArrayData") -> "ArrayData":
-        return ArrayData(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+        index = None if any(p.index is None for p in parts) else torch.cat([p.index for p in parts])
+        return ArrayData(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]), index)
 
 
 @dataclass
@@ -109,5 +113,5 @@ def load_dataset(spec: Spec | dict | str, key: str = "data") -> DataBundle:
     return DATASETS.get(spec.name)(spec.config)
 
 
-from . import digits, fmnist, npz, text, toy2d  # noqa: E402,F401  (registration)
+from . import digits, fmnist, graph, npz, text, toy2d  # noqa: E402,F401  (registration)
 from .loader import BatchSampler, batches_from  # noqa: E402,F401
