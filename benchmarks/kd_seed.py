@@ -11,10 +11,17 @@ heterophilous (0.1) setting. Per setting and seed (the seed also draws the graph
 * ``lfd_only``, ``hfd_only``: one of FF-G2M's two knowledge terms;
 * ``ff_g2m``: both (``recipes/graph/ff_g2m_csbm.yaml``: λ 0.4, τ 1.5, the paper's Cora/GCN values).
 
-Hyperparameters are fixed in the recipes before the run; the last step is evaluated (no test-set
-early stopping); test accuracy over the unlabelled, non-validation nodes. Resumable cell by cell.
+Part ``quant`` (K9, ``recipes/kd/quantized_kd_fmnist.yaml``, ``diff_quant_fmnist.yaml``): the
+ConvNet-128 teacher of ``benchmarks/kd_fmnist.py`` distilled into ConvNet-32 students on 10k
+Fashion-MNIST labels: fp32 KD (reference), quantized distillation at 4 and 2 bits, post-training
+4-bit quantization of the fp32 KD student, and 2-bit differentiable quantization of it; test
+accuracy next to the packed weight bytes.
 
-    python benchmarks/kd_seed.py --part graph --seeds 3
+Hyperparameters are fixed in the recipes before the run; the last step is evaluated (no test-set
+early stopping). Resumable cell by cell.
+
+    python benchmarks/kd_seed.py --seeds 3                 # both parts
+    python benchmarks/kd_seed.py --part quant --seeds 3
 """
 from __future__ import annotations
 
@@ -70,6 +77,63 @@ def graph_part(args, done, cells_path, runs: Path) -> None:
             report(args, done)
 
 
+QUANT_ROWS = {   # name: (recipe under recipes/kd, overrides); kd_fp32 is the reference row
+    "kd_fp32": ("kd_fmnist.yaml", []),
+    "qkd_4bit": ("quantized_kd_fmnist.yaml", []),
+    "qkd_2bit": ("quantized_kd_fmnist.yaml", ["method.bits=2"]),
+    "ptq_4bit": (None, []),                  # the fp32 KD student's weights quantized after training
+    "diffq_2bit": ("diff_quant_fmnist.yaml", []),
+}
+
+
+def quant_part(args, done, cells_path, runs: Path) -> None:
+    """K9 on Fashion-MNIST: the kd_fmnist teacher (benchmarks/runs/kd_fmnist/teacher, trained if absent)."""
+    import torch
+
+    from potstill.core.run import load_model
+    from potstill.data import load_dataset
+    from potstill.eval.classification import evaluate_classifier
+    from potstill.models.quantize import fp32_bytes, packed_bytes, quantizable, quantize_uniform
+
+    rdir = ROOT / "recipes/kd"
+    common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
+    tdir = ROOT / "benchmarks/runs/kd_fmnist/teacher"          # shared with benchmarks/kd_fmnist.py
+    run_recipe(rdir / "teacher_fmnist.yaml", common + ["trainer.seed=0"], tdir)
+    teacher = [f"teacher.checkpoint={tdir}/export/model.safetensors", f"teacher.cache_dir={runs / 'cache'}"]
+    data = None
+    for seed in range(args.seeds):
+        for row, (recipe, ov) in QUANT_ROWS.items():
+            key = f"quant/fmnist/{row}/seed{seed}"
+            if key in done:
+                continue
+            t0 = time.time()
+            kd_dir = runs / f"quant_kd_fp32_s{seed}"
+            if recipe is None:                # post-training quantization of the fp32 KD student
+                model = load_model(kd_dir)
+                with torch.no_grad():
+                    for n, p in model.named_parameters():
+                        if n in quantizable(model):
+                            p.copy_(quantize_uniform(p, 4, 256))
+                data = data or load_dataset({"name": "fmnist", "val_size": 5000, "train_size": 10000})
+                s = {"test": {**evaluate_classifier(model, data.test), "weight_bytes": packed_bytes(model, 4, 256),
+                              "fp32_bytes": fp32_bytes(model)},
+                     "val": evaluate_classifier(model, data.val), "wall_clock_s": 0.0}
+            else:
+                extra = [f"method.student_init={kd_dir}/export/model.safetensors"] if row.startswith("diffq") else []
+                s = run_recipe(rdir / recipe, common + teacher + ov + extra + [f"trainer.seed={seed}"],
+                               runs / f"quant_{row}_s{seed}")
+            if row == "kd_fp32":
+                s["test"]["fp32_bytes"] = s["test"]["weight_bytes"] = 4 * s["params"]
+            append_cell(cells_path, done, {"cell": key, "part": "quant", "setting": "fmnist", "row": row, "seed": seed,
+                                           "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"],
+                                           "weight_bytes": float(s["test"]["weight_bytes"]),
+                                           "fp32_bytes": float(s["test"]["fp32_bytes"]),
+                                           "train_s": s["wall_clock_s"], "machine": s.get("machine"),
+                                           "cell_s": round(time.time() - t0, 1)})
+            print(key, round(s["test"]["acc"], 4), s["test"]["weight_bytes"], flush=True)
+            report(args, done)
+
+
 def report(args, done: dict) -> None:
     cells = list(done.values())
     groups: dict[tuple, list] = {}
@@ -77,9 +141,11 @@ def report(args, done: dict) -> None:
         groups.setdefault((c["part"], c["setting"], c["row"]), []).append(c)
     metrics, baselines = {}, {}
     for (part, setting, row), cs in groups.items():
-        for k in ("test_acc", "val_acc", "train_s"):
+        for k in ("test_acc", "val_acc", "train_s", "weight_bytes"):
+            if k not in cs[0]:
+                continue
             v = stat([100 * c[k] if k.endswith("acc") else c[k] for c in cs])
-            (baselines if row in ("teacher", "mlp") else metrics)[f"{part}/{setting}/{row}/{k}"] = v
+            (baselines if row in ("teacher", "mlp", "kd_fp32") else metrics)[f"{part}/{setting}/{row}/{k}"] = v
     lines = []
     if any(p == "graph" for p, _, _ in groups):
         rows = ["teacher", *GRAPH_ROWS]
@@ -100,24 +166,46 @@ def report(args, done: dict) -> None:
                 ok = g["ff_g2m"] > g["mlp"] and g["ff_g2m"] > g["glnn"]
                 lines.append(f"- {setting}: FF-G2M {'beats' if ok else 'does NOT beat'} both the MLP and GLNN "
                              f"({100 * g['ff_g2m']:.2f} vs {100 * g['mlp']:.2f} / {100 * g['glnn']:.2f}).")
+    if any(p == "quant" for p, _, _ in groups):
+        lines += ["", "## Quantized distillation: ConvNet-128 teacher -> ConvNet-32 student, Fashion-MNIST 10k labels", "",
+                  "| row | test acc (%) | weight bytes | compression vs fp32 | seeds |", "|---|---|---|---|---|"]
+        for row in QUANT_ROWS:
+            cs = groups.get(("quant", "fmnist", row), [])
+            if cs:
+                a, b = stat([100 * c["test_acc"] for c in cs]), stat([c["weight_bytes"] for c in cs])
+                lines.append(f"| {row} | {a['mean']:.2f} ± {a['std']:.2f} | {b['mean']:,.0f} | "
+                             f"{cs[0]['fp32_bytes'] / b['mean']:.1f}x | {len(cs)} |")
+        q4, fp = groups.get(("quant", "fmnist", "qkd_4bit")), groups.get(("quant", "fmnist", "kd_fp32"))
+        if q4 and fp:
+            gap = 100 * (stat([c["test_acc"] for c in fp])["mean"] - stat([c["test_acc"] for c in q4])["mean"])
+            ratio = q4[0]["fp32_bytes"] / q4[0]["weight_bytes"]
+            lines.append(f"\n4-bit quantized distillation vs fp32 KD: {gap:+.2f} points below at {ratio:.1f}x smaller weights "
+                         f"(target: within 1 point at ~8x): {'met' if gap <= 1.0 else 'NOT met'}.")
     seeds = sorted({c["seed"] for c in cells})
-    result = {"catalog_ids": ["K12"], "command": "python benchmarks/kd_seed.py --part graph --seeds 3",
-              "dataset": "csbm: 2000 nodes, 5 classes, 32 features (signal 1), degree 10, 20 train / 30 val nodes "
-                         "per class, the rest test; homophily 0.8 and 0.1; graph drawn per seed",
+    parts = sorted({p for p, _, _ in groups})
+    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9"}[p] for p in parts),
+              "command": f"python benchmarks/kd_seed.py --part {' '.join(parts)} --seeds 3",
+              "dataset": "graph: csbm, 2000 nodes, 5 classes, 32 features (signal 1), degree 10, 20 train / 30 val "
+                         "nodes per class, the rest test; homophily 0.8 and 0.1; graph drawn per seed. quant: "
+                         "Fashion-MNIST, 10k labelled train, 5k val, 10k test",
               "seeds": seeds, "metrics": metrics, "baselines": baselines,
               "wall_clock_s": round(sum(c.get("cell_s", 0) for c in cells), 1), "machine": machine(),
               "date": time.strftime("%Y-%m-%d"),
               "notes": "Graph part: GCN teacher (2 layers, hidden 64, dropout 0.5, Adam 0.01, wd 5e-4, 200 full-batch "
                        "steps); MLP students (hidden 64, dropout 0.5, 300 steps); FF-G2M lambda 0.4, tau 1.5 (paper "
                        "defaults, not tuned); transductive: distillation terms on all nodes, CE on the labelled ones. "
-                       "Accuracies in %. Reference rows (teacher, mlp) are in baselines."}
+                       "Quant part: ConvNet-32 students, 1560 steps, T 4 / alpha 0.9 (chosen on validation for fp32 KD in "
+                       "benchmarks/kd_fmnist.py) for KD and quantized KD alike; buckets of 256 weights; conv/linear "
+                       "kernels quantized, biases and norms fp32 (counted at 4 bytes); ptq = the fp32 KD student "
+                       "quantized after training; diffq = 2-bit learned points on the fp32 KD student, 400 steps. "
+                       "Accuracies in %. Reference rows (teacher, mlp, kd_fp32) are in baselines."}
     write_result(Path(args.results) / f"{args.name}.json", result)
     write_markdown(Path(args.results) / f"{args.name}.md", result, "Seed KD methods vs KD and scratch", "\n".join(lines))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", nargs="+", default=["graph"], choices=["graph"])
+    ap.add_argument("--part", nargs="+", default=["graph", "quant"], choices=["graph", "quant"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
@@ -130,6 +218,8 @@ def main(argv=None) -> int:
     done = load_cells(cells_path)
     if "graph" in args.part:
         graph_part(args, done, cells_path, Path(args.runs))
+    if "quant" in args.part:
+        quant_part(args, done, cells_path, Path(args.runs))
     report(args, done)
     return 0
 

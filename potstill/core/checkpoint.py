@@ -94,6 +94,13 @@ def load_module_weights(module: nn.Module, path: str | Path, key: str = "checkpo
     module.load_state_dict(state)
 
 
+def init_from(module: nn.Module, path: str | Path, key: str) -> nn.Module:
+    """Start ``module`` from the weights at ``path`` (e.g. a run's export/model.safetensors), if given."""
+    if path:
+        load_module_weights(module, path, key)
+    return module
+
+
 # --- optimizer state <-> (tensors, json) -------------------------------------------------------
 def flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
     sd = opt.state_dict()

@@ -38,11 +38,9 @@ from .language_model import LMMethod, next_token_nll
 
 def init_student(student: nn.Module, path: str) -> nn.Module:
     """Load ``path`` (a run's export/model.safetensors) into the student when given."""
-    if path:
-        from ...core.checkpoint import load_module_weights
+    from ...core.checkpoint import init_from
 
-        load_module_weights(student, path, "method.student_init")
-    return student
+    return init_from(student, path, "method.student_init")
 
 
 @dataclass
