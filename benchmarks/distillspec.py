@@ -7,7 +7,9 @@ the same steps and optimizer:
 * ``undistilled``: trained on the data alone (``recipes/lm/scratch_<task>.yaml``);
 * ``distillspec/<divergence>``: the undistilled draft, then ``--distill-steps`` of DistillSpec on
   its own samples (``recipes/lm/distillspec_<task>.yaml``, ``method.student_init``: the paper
-  distils pretrained drafts) with each divergence in ``--divergences``.
+  distils pretrained drafts) with each divergence in ``--divergences``;
+* ``continued``: the undistilled draft, then the same ``--distill-steps`` of plain next-token
+  training on the data (the control: are the gains distillation, or just more steps?).
 
 Every draft decodes the same held-out prompts (pydoc: the first 16 characters of test windows;
 arith: a test problem), then ``--new-tokens`` characters, with the same target, greedy and sampled (temperature 1), γ = ``--gamma``; the
@@ -126,7 +128,7 @@ def main(argv=None) -> int:
     run_recipe(rdir / f"teacher_{args.task}.yaml", common + t_short, target_dir)
     ckpt = target_dir / "export" / "model.safetensors"
     for seed in range(args.seed_start, args.seeds):
-        key = f"{args.task}/decode{tag}/ft{args.distill_steps}/seed{seed}/gamma{args.gamma}"
+        key = f"{args.task}/decode{tag}/ft{args.distill_steps}/ctl/seed{seed}/gamma{args.gamma}"
         if key in done:
             continue
         seeds = [f"trainer.seed={seed}"]
@@ -134,6 +136,9 @@ def main(argv=None) -> int:
         run_recipe(rdir / f"scratch_{args.task}.yaml", common + short + seeds, drafts["undistilled"])
         init = drafts["undistilled"] / "export" / "model.safetensors"
         ft = [f"trainer.steps={args.distill_steps}", f"trainer.eval_every={args.distill_steps}"]
+        drafts["continued"] = runs / f"{args.task}_continued_s{seed}{tag}_ft{args.distill_steps}"
+        run_recipe(rdir / f"scratch_{args.task}.yaml", common + ft + seeds + [f"method.student_init={init}"],
+                   drafts["continued"])
         for div in args.divergences:
             d = drafts[f"distillspec/{div}"] = runs / f"{args.task}_distillspec_{div}_s{seed}{tag}_ft{args.distill_steps}"
             run_recipe(rdir / f"distillspec_{args.task}.yaml", common + ft + seeds +

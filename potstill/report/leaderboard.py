@@ -48,9 +48,10 @@ class View:
     plot: str = ""                          # "ipc" (accuracy vs IPC) or "nfe" (quality vs NFE)
     plot_metric: str = ""                   # y of the plot (default: primary)
     reference: str = ""                     # regex: rows of "metrics" that are comparison rows, not methods
+    group_depth: int = 0                    # "at a glance": rank within groups of rows sharing this many name parts
 
 
-PILLARS = ("Knowledge distillation", "Dataset distillation", "Generative distillation", "Language models")
+PILLARS = ("Knowledge distillation", "Dataset distillation", "Generative distillation", "Language models", "Reliability")
 
 _KD_COLS = (Column("test_acc", "test acc (%)", 2, 100.0), Column("val_acc", "val acc (%)", 2, 100.0),
             Column("params", "params", 0),
@@ -84,12 +85,22 @@ VIEWS: dict[str, View] = {
     "distillspec": View("DistillSpec: speculative decoding with distilled drafts", PILLARS[3],
                         (Column("acceptance", "acceptance", 3), Column("speedup", "speed-up ×", 2),
                          Column("tokens_per_target_call", "tokens / target call", 2), Column("seconds", "seconds", 2)),
-                        "speedup", reference=r"^undistilled/"),
+                        "speedup", reference=r"^(undistilled|continued)/"),
     "swing": View("Swing distillation: canary exposure (privacy)", PILLARS[3],
                   (Column("exposure_inserted", "exposure, inserted (bits) ↓"),
                    Column("exposure_unseen", "exposure, unseen (bits)"), Column("val_nll", "val NLL ↓", 3),
                    Column("val_bpc", "val bits/char ↓", 3)), "exposure_inserted", higher_is_better=False,
-                  reference=r"^(plain_kd|clean_scratch)"),
+                  reference=r"^(plain_kd|clean_scratch|swing_clean_transfer|swing_kd_only|swing_untied)"),
+    "kd_seed": View("Seed KD methods: FF-G2M (graph -> MLP), quantized distillation", PILLARS[0],
+                    (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)"),
+                     Column("weight_bytes", "weight bytes", 0), Column("train_s", "train s", 0)),
+                    "test_acc", group_depth=2),
+    "reliability": View("Reliability: kill-and-resume, fuzzed input, torchrun agreement", PILLARS[4],
+                        (Column("identical", "resumed bitwise identical (share)", 2),
+                         Column("killed_at_step", "killed at step", 0), Column("tried", "fuzzed inputs", 0),
+                         Column("rejected_cleanly", "rejected cleanly", 0), Column("loaded", "loaded (harmless)", 0),
+                         Column("crashed", "crashed ↓", 0), Column("max_weight_diff", "torchrun max weight diff", 4)),
+                        "identical"),
     "mgsr_ablation": View("MGSR ablation (each part added in turn)", PILLARS[3],
                           (Column("val_bpc", "val bits/char ↓", 3), Column("test_bpc", "test bits/char ↓", 3),
                            Column("rouge_l", "ROUGE-L (%)", 1), Column("train_s", "train s", 0)),
@@ -354,6 +365,9 @@ def glance(sections: list[Section]) -> list[dict]:
     for s in sorted(sections, key=lambda s: rank.get(s.view.pillar, len(PILLARS))):
         col = next((c for c in s.view.columns if c.metric == s.view.primary), Column(s.view.primary, s.view.primary, 3))
         groups = [("", s.rows)]
+        if s.view.group_depth:          # rank within a setting, never across settings
+            keys = sorted({"/".join(r.name.split("/")[:s.view.group_depth]) for r in s.rows})
+            groups = [(f", {k}", [r for r in s.rows if r.name.startswith(k + "/")]) for k in keys]
         if s.view.plot == "ipc":        # rank within one IPC, never across
             ipcs = sorted({int(m["ipc"]) for r in s.rows if (m := _IPC.match(r.name))})
             groups = [(f", IPC {i}", [r for r in s.rows if (m := _IPC.match(r.name)) and int(m["ipc"]) == i])

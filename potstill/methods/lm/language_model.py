@@ -20,6 +20,7 @@ from ...core.registry import METHODS
 @dataclass
 class LanguageModelConfig:
     label_smoothing: float = 0.0
+    student_init: str = ""            # continue from these weights (e.g. a run's export/model.safetensors)
 
     def __post_init__(self):
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -68,7 +69,9 @@ class LanguageModel(LMMethod):
 
     @classmethod
     def build(cls, cfg, ctx):
-        return cls(cfg, ctx.student())
+        from ...core.checkpoint import init_from
+
+        return cls(cfg, init_from(ctx.student(), cfg.student_init, "method.student_init"))
 
     def loss(self, batch, step):
         return {"student": next_token_nll(self.student(batch["x"]), batch["y"], self.cfg.label_smoothing)}
