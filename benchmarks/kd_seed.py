@@ -17,6 +17,12 @@ Fashion-MNIST labels: fp32 KD (reference), quantized distillation at 4 and 2 bit
 4-bit quantization of the fp32 KD student, and 2-bit differentiable quantization of it; test
 accuracy next to the packed weight bytes.
 
+Part ``diswot`` (K8): 12 ConvNet students (width 8/16/32/64 × depth 1/2/3) scored by DisWOT
+against a randomly initialised ConvNet-128 on one batch of 64 (mean over 3 initialisations), then
+each distilled from the trained teacher (``recipes/kd/kd_fmnist.yaml``, 520 steps, one seed): the
+Spearman correlation of score and distilled accuracy, the cost of scoring vs training, and what
+the evolutionary search under a 60k-parameter budget picks.
+
 Hyperparameters are fixed in the recipes before the run; the last step is evaluated (no test-set
 early stopping). Resumable cell by cell.
 
@@ -134,11 +140,80 @@ def quant_part(args, done, cells_path, runs: Path) -> None:
             report(args, done)
 
 
+DISWOT_SPACE = {"width": [8, 16, 32, 64], "depth": [1, 2, 3]}
+DISWOT_BUDGET = 60_000          # parameters allowed to the searched student
+
+
+def diswot_part(args, done, cells_path, runs: Path) -> None:
+    """K8: rank 12 ConvNet students by DisWOT's training-free score, then distil every one of them."""
+    import itertools
+
+    import torch
+
+    from potstill.data import load_dataset
+    from potstill.methods.kd.diswot import diswot_score, evolve
+    from potstill.models import build_model, count_params
+
+    rdir = ROOT / "recipes/kd"
+    common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
+    tdir = ROOT / "benchmarks/runs/kd_fmnist/teacher"
+    run_recipe(rdir / "teacher_fmnist.yaml", common + ["trainer.seed=0"], tdir)
+    data = load_dataset({"name": "fmnist", "val_size": 5000, "train_size": 10000})
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(len(data.train), generator=g)[:64]
+    x, y = data.train.x[idx], data.train.y[idx]
+    cands = [dict(zip(DISWOT_SPACE, v)) for v in itertools.product(*DISWOT_SPACE.values())]
+
+    def score(genes, seed=0):          # random-init teacher and student, one batch of 64
+        torch.manual_seed(seed)
+        t = build_model({"name": "convnet", "width": 128, "depth": 3}, data.in_shape, 10)
+        s = build_model({"name": "convnet", **genes}, data.in_shape, 10)
+        return diswot_score(t, s, x, y)
+
+    for c in cands:
+        key = f"diswot/fmnist/w{c['width']}d{c['depth']}/seed0"
+        if key in done:
+            continue
+        t0 = time.time()
+        sc = [score(c, seed) for seed in range(3)]
+        score_s = time.time() - t0
+        params = count_params(build_model({"name": "convnet", **c}, data.in_shape, 10))
+        s = run_recipe(rdir / "kd_fmnist.yaml", common + [f"student.width={c['width']}", f"student.depth={c['depth']}",
+                       "trainer.steps=520", "trainer.eval_every=520", "trainer.seed=0",
+                       f"teacher.checkpoint={tdir}/export/model.safetensors", f"teacher.cache_dir={runs / 'cache'}"],
+                       runs / f"diswot_w{c['width']}d{c['depth']}")
+        append_cell(cells_path, done, {"cell": key, "part": "diswot", "setting": "fmnist", "row": f"w{c['width']}d{c['depth']}",
+                                       "seed": 0, "width": c["width"], "depth": c["depth"], "params": params,
+                                       "score": sum(sc) / 3, "score_seeds": sc, "score_s": round(score_s, 3),
+                                       "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"], "train_s": s["wall_clock_s"],
+                                       "machine": s.get("machine"), "cell_s": round(time.time() - t0, 1)})
+        print(key, round(sum(sc) / 3, 4), round(s["test"]["acc"], 4), flush=True)
+    if "diswot/fmnist/search/seed0" not in done:
+        t0 = time.time()
+        ranked = evolve(lambda gn: sum(score(gn, sd) for sd in range(3)) / 3, DISWOT_SPACE, population=6, generations=10,
+                        seed=0, allowed=lambda gn: count_params(build_model({"name": "convnet", **gn}, data.in_shape, 10))
+                        <= DISWOT_BUDGET)
+        append_cell(cells_path, done, {"cell": "diswot/fmnist/search/seed0", "part": "diswot_search", "setting": "fmnist",
+                                       "row": "search", "seed": 0, "best": ranked[0][1], "evaluated": len(ranked),
+                                       "search_s": round(time.time() - t0, 3)})
+    report(args, done)
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
 def report(args, done: dict) -> None:
     cells = list(done.values())
     groups: dict[tuple, list] = {}
     for c in cells:
-        groups.setdefault((c["part"], c["setting"], c["row"]), []).append(c)
+        if not c["part"].startswith("diswot"):
+            groups.setdefault((c["part"], c["setting"], c["row"]), []).append(c)
+    dw = sorted((c for c in cells if c["part"] == "diswot"), key=lambda c: -c["score"])
+    search = next((c for c in cells if c["part"] == "diswot_search"), None)
     metrics, baselines = {}, {}
     for (part, setting, row), cs in groups.items():
         for k in ("test_acc", "val_acc", "train_s", "weight_bytes"):
@@ -181,9 +256,38 @@ def report(args, done: dict) -> None:
             ratio = q4[0]["fp32_bytes"] / q4[0]["weight_bytes"]
             lines.append(f"\n4-bit quantized distillation vs fp32 KD: {gap:+.2f} points below at {ratio:.1f}x smaller weights "
                          f"(target: within 1 point at ~8x): {'met' if gap <= 1.0 else 'NOT met'}.")
+    if dw:
+        accs, scores, params = [c["test_acc"] for c in dw], [c["score"] for c in dw], [c["params"] for c in dw]
+        rho, rho_p = (spearman(scores, accs), spearman(params, accs)) if len(dw) > 2 else (float("nan"),) * 2
+        score_s, train_s = sum(c["score_s"] for c in dw), sum(c["train_s"] for c in dw)
+        metrics["diswot/fmnist/spearman_score_vs_kd_acc"] = stat([rho])
+        baselines["diswot/fmnist/spearman_params_vs_kd_acc"] = stat([rho_p])
+        metrics["diswot/fmnist/score_s_all_candidates"] = stat([score_s])
+        baselines["diswot/fmnist/kd_train_s_all_candidates"] = stat([train_s])
+        for c in dw:
+            metrics[f"diswot/fmnist/{c['row']}/score"] = stat(c["score_seeds"])
+            baselines[f"diswot/fmnist/{c['row']}/kd_test_acc"] = stat([100 * c["test_acc"]])
+        lines += ["", "## DisWOT: training-free ranking of ConvNet students (teacher ConvNet-128, Fashion-MNIST)", "",
+                  "| student | params | DisWOT score (3 random inits) | KD test acc (%) after 520 steps |", "|---|---|---|---|"]
+        for c in dw:
+            lines.append(f"| {c['row']} | {c['params']:,} | {c['score']:.4f} | {100 * c['test_acc']:.2f} |")
+        lines += ["", f"Spearman ρ(DisWOT score, distilled accuracy) = {rho:.3f} (target ≥ 0.5: "
+                      f"{'met' if rho >= 0.5 else 'NOT met'}); ρ(#params, accuracy) = {rho_p:.3f} for comparison. "
+                      f"Scoring all {len(dw)} candidates took {score_s:.1f} s, distilling them {train_s:.0f} s "
+                      f"({train_s / max(score_s, 1e-9):.0f}x; target ≥ 100x)."]
+        if search:
+            best = next((c for c in dw if c["width"] == search["best"]["width"] and c["depth"] == search["best"]["depth"]), None)
+            within = [c for c in dw if c["params"] <= DISWOT_BUDGET]
+            top = max(within, key=lambda c: c["test_acc"]) if within else None
+            lines.append(f"Evolutionary search (population 6, 10 generations, ≤ {DISWOT_BUDGET:,} parameters, "
+                         f"{search['evaluated']} candidates scored in {search['search_s']:.1f} s) picks "
+                         f"w{search['best']['width']}d{search['best']['depth']}"
+                         + (f" (distilled: {100 * best['test_acc']:.2f}%)" if best else "")
+                         + (f"; the best distilled student within the budget is {top['row']} ({100 * top['test_acc']:.2f}%)."
+                            if top else "."))
     seeds = sorted({c["seed"] for c in cells})
-    parts = sorted({p for p, _, _ in groups})
-    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9"}[p] for p in parts),
+    parts = sorted({p for p, _, _ in groups} | ({"diswot"} if dw else set()))
+    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9", "diswot": "K8"}[p] for p in parts),
               "command": f"python benchmarks/kd_seed.py --part {' '.join(parts)} --seeds 3",
               "dataset": "graph: csbm, 2000 nodes, 5 classes, 32 features (signal 1), degree 10, 20 train / 30 val "
                          "nodes per class, the rest test; homophily 0.8 and 0.1; graph drawn per seed. quant: "
@@ -205,7 +309,7 @@ def report(args, done: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", nargs="+", default=["graph", "quant"], choices=["graph", "quant"])
+    ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot"], choices=["graph", "quant", "diswot"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
@@ -220,6 +324,8 @@ def main(argv=None) -> int:
         graph_part(args, done, cells_path, Path(args.runs))
     if "quant" in args.part:
         quant_part(args, done, cells_path, Path(args.runs))
+    if "diswot" in args.part:
+        diswot_part(args, done, cells_path, Path(args.runs))
     report(args, done)
     return 0
 

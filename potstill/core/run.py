@@ -172,7 +172,12 @@ def load_model(run_or_export: str | Path) -> torch.nn.Module:
     folder, meta_path, meta = _read_export(run_or_export)
     if meta.get("model") is None:
         raise ConfigError(f"{meta_path}: the model was a user nn.Module; build it yourself and load model.safetensors")
-    model = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"])
+    k = meta.get("subclasses")
+    model = build_model(meta["model"], tuple(meta["in_shape"]), meta["num_classes"] * (k or 1))
+    if k:                           # a student with a head of pseudo-subclasses (LELP): class = Σ subclasses
+        from ..methods.kd.lelp import SubclassHead
+
+        model = SubclassHead(model, meta["num_classes"], k)
     load_module_weights(model, folder / "model.safetensors")
     return model
 

@@ -91,16 +91,31 @@ class FashionMNISTConfig:
     train_size: int | None = None  # keep only this many labelled training images; the rest -> unlabeled
     split_seed: int = 0
     pixels: str = "standard"      # standard: (x - 0.286) / 0.353 | symmetric: 2x - 1, in [-1, 1]
+    #: few-class tasks: the new label of each of the 10 classes, e.g. [0,0,0,0,0,1,0,1,1,1] =
+    #: clothing vs footwear and bags (the old labels stay in info["fine_labels"] of each split)
+    classes_map: list[int] | None = None
 
     def __post_init__(self):
         if self.pixels not in PIXELS:
             raise ValueError(f"pixels must be one of {', '.join(PIXELS)}, not {self.pixels!r}")
+        if self.classes_map is not None:
+            m = self.classes_map
+            if len(m) != 10 or min(m) < 0 or sorted(set(m)) != list(range(max(m) + 1)) or max(m) < 1:
+                raise ValueError(f"classes_map must give each of the 10 classes a label 0..K-1 (K >= 2, all used), got {m}")
 
 
 @DATASETS.register("fmnist", FashionMNISTConfig)
 def fmnist(cfg: FashionMNISTConfig) -> DataBundle:
     raw = load_raw(cfg.path)
     train, val, unlabeled = carve(to_arrays(*raw["train"], cfg.pixels), cfg.val_size, cfg.train_size, cfg.split_seed)
+    test = to_arrays(*raw["test"], cfg.pixels)
     mean, std = PIXELS[cfg.pixels]
-    return DataBundle("fmnist", train, val, to_arrays(*raw["test"], cfg.pixels), 10, unlabeled, CLASSES,
-                      {"mean": [mean], "std": [std]})
+    if cfg.classes_map is None:
+        return DataBundle("fmnist", train, val, test, 10, unlabeled, CLASSES, {"mean": [mean], "std": [std]})
+    m = torch.tensor(cfg.classes_map)
+    k = int(m.max()) + 1
+    fine = {"train": train.y.clone(), "val": val.y.clone(), "test": test.y.clone()}
+    relabel = lambda d: None if d is None else ArrayData(d.x, torch.where(d.y >= 0, m[d.y.clamp_min(0)], d.y))  # noqa: E731
+    names = [" / ".join(CLASSES[i] for i in range(10) if cfg.classes_map[i] == c) for c in range(k)]
+    return DataBundle("fmnist", relabel(train), relabel(val), relabel(test), k, relabel(unlabeled), names,
+                      {"mean": [mean], "std": [std]}, {"fine_labels": fine})
