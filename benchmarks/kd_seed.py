@@ -23,6 +23,10 @@ each distilled from the trained teacher (``recipes/kd/kd_fmnist.yaml``, 520 step
 Spearman correlation of score and distilled accuracy, the cost of scoring vs training, and what
 the evolutionary search under a 60k-parameter budget picks.
 
+Part ``lelp`` (K10): Fashion-MNIST regrouped into 2 classes (even vs odd class ids) and 3 classes
+(class id mod 3), so each class hides several real ones; a ConvNet-128 teacher per task (1170
+steps), ConvNet-32 students (780 steps): scratch, Hinton KD, LELP with k = 5.
+
 Hyperparameters are fixed in the recipes before the run; the last step is evaluated (no test-set
 early stopping). Resumable cell by cell.
 
@@ -200,6 +204,44 @@ def diswot_part(args, done, cells_path, runs: Path) -> None:
     report(args, done)
 
 
+LELP_TASKS = {"2class": [0, 1, 0, 1, 0, 1, 0, 1, 0, 1],      # even vs odd Fashion-MNIST classes
+              "3class": [0, 1, 2, 0, 1, 2, 0, 1, 2, 0]}      # class id mod 3
+LELP_ROWS = {"scratch": ("scratch_fmnist.yaml", []), "kd": ("kd_fmnist.yaml", []),
+             "lelp_k5": ("lelp_fmnist.yaml", [])}
+
+
+def lelp_part(args, done, cells_path, runs: Path) -> None:
+    """K10 on few-class Fashion-MNIST tasks (grouped classes, so each class hides subclasses)."""
+    rdir = ROOT / "recipes/kd"
+    common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
+    for task, cmap in LELP_TASKS.items():
+        data = [f"data.classes_map=[{','.join(map(str, cmap))}]"]
+        tdir = runs / f"lelp_{task}_teacher"
+        t = run_recipe(rdir / "teacher_fmnist.yaml", common + data + ["trainer.seed=0", "trainer.steps=1170",
+                                                                       "trainer.eval_every=1170"], tdir)
+        key = f"lelp/{task}/teacher/seed0"
+        if key not in done:
+            append_cell(cells_path, done, {"cell": key, "part": "lelp", "setting": task, "row": "teacher", "seed": 0,
+                                           "test_acc": t["test"]["acc"], "val_acc": t["val"]["acc"],
+                                           "train_s": t["wall_clock_s"], "machine": t.get("machine"), "cell_s": 0.0})
+        for seed in range(args.seeds):
+            for row, (recipe, ov) in LELP_ROWS.items():
+                key = f"lelp/{task}/{row}/seed{seed}"
+                if key in done:
+                    continue
+                t0 = time.time()
+                teacher = [] if row == "scratch" else [f"teacher.checkpoint={tdir}/export/model.safetensors",
+                                                       f"teacher.cache_dir={runs / 'cache'}"]
+                s = run_recipe(rdir / recipe, common + data + ov + teacher + [f"trainer.seed={seed}", "trainer.steps=780",
+                               "trainer.eval_every=780"], runs / f"lelp_{task}_{row}_s{seed}")
+                append_cell(cells_path, done, {"cell": key, "part": "lelp", "setting": task, "row": row, "seed": seed,
+                                               "test_acc": s["test"]["acc"], "val_acc": s["val"]["acc"],
+                                               "train_s": s["wall_clock_s"], "machine": s.get("machine"),
+                                               "cell_s": round(time.time() - t0, 1)})
+                print(key, round(s["test"]["acc"], 4), flush=True)
+                report(args, done)
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
@@ -220,7 +262,7 @@ def report(args, done: dict) -> None:
             if k not in cs[0]:
                 continue
             v = stat([100 * c[k] if k.endswith("acc") else c[k] for c in cs])
-            (baselines if row in ("teacher", "mlp", "kd_fp32") else metrics)[f"{part}/{setting}/{row}/{k}"] = v
+            (baselines if row in ("teacher", "mlp", "kd_fp32", "scratch", "kd") else metrics)[f"{part}/{setting}/{row}/{k}"] = v
     lines = []
     if any(p == "graph" for p, _, _ in groups):
         rows = ["teacher", *GRAPH_ROWS]
@@ -256,6 +298,21 @@ def report(args, done: dict) -> None:
             ratio = q4[0]["fp32_bytes"] / q4[0]["weight_bytes"]
             lines.append(f"\n4-bit quantized distillation vs fp32 KD: {gap:+.2f} points below at {ratio:.1f}x smaller weights "
                          f"(target: within 1 point at ~8x): {'met' if gap <= 1.0 else 'NOT met'}.")
+    if any(p == "lelp" for p, _, _ in groups):
+        rows = ["teacher", *LELP_ROWS]
+        lines += ["", "## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32, 10k labels, test acc %)", "",
+                  "| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+        for task in LELP_TASKS:
+            cs_ = []
+            for row in rows:
+                cs = groups.get(("lelp", task, row), [])
+                st = stat([100 * c["test_acc"] for c in cs]) if cs else None
+                cs_.append(f"{st['mean']:.2f} ± {st['std']:.2f} (n={st['n']})" if st else "–")
+            lines.append(f"| {task} | " + " | ".join(cs_) + " |")
+            a, b = groups.get(("lelp", task, "lelp_k5")), groups.get(("lelp", task, "kd"))
+            if a and b:
+                d = 100 * (stat([c["test_acc"] for c in a])["mean"] - stat([c["test_acc"] for c in b])["mean"])
+                lines.append(f"|  | LELP − KD: {d:+.2f} points ({'beats' if d > 0 else 'does NOT beat'} KD) | | | |")
     if dw:
         accs, scores, params = [c["test_acc"] for c in dw], [c["score"] for c in dw], [c["params"] for c in dw]
         rho, rho_p = (spearman(scores, accs), spearman(params, accs)) if len(dw) > 2 else (float("nan"),) * 2
@@ -287,7 +344,7 @@ def report(args, done: dict) -> None:
                             if top else "."))
     seeds = sorted({c["seed"] for c in cells})
     parts = sorted({p for p, _, _ in groups} | ({"diswot"} if dw else set()))
-    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9", "diswot": "K8"}[p] for p in parts),
+    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9", "diswot": "K8", "lelp": "K10"}[p] for p in parts),
               "command": f"python benchmarks/kd_seed.py --part {' '.join(parts)} --seeds 3",
               "dataset": "graph: csbm, 2000 nodes, 5 classes, 32 features (signal 1), degree 10, 20 train / 30 val "
                          "nodes per class, the rest test; homophily 0.8 and 0.1; graph drawn per seed. quant: "
@@ -309,7 +366,8 @@ def report(args, done: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot"], choices=["graph", "quant", "diswot"])
+    ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot", "lelp"],
+                    choices=["graph", "quant", "diswot", "lelp"])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
@@ -326,6 +384,8 @@ def main(argv=None) -> int:
         quant_part(args, done, cells_path, Path(args.runs))
     if "diswot" in args.part:
         diswot_part(args, done, cells_path, Path(args.runs))
+    if "lelp" in args.part:
+        lelp_part(args, done, cells_path, Path(args.runs))
     report(args, done)
     return 0
 
