@@ -49,10 +49,31 @@ def build(name, bundle, text=None):
         ctx = BuildContext(data=bundle, student_module=build_model(unet, bundle.in_shape, 10),
                            teacher_module=EDMPrecond(build_model(unet, bundle.in_shape, 10)))
         return cls.build(small_generative_config(cls), ctx)
+    if name in GRAPH_METHODS:              # full-batch node classification on a small generated graph
+        g = small_graph()
+        student = {"name": "gcn" if name == "gnn" else "mlp", "hidden": [8]}
+        ctx = BuildContext(data=g, student_module=build_model(student, g.in_shape, g.num_classes),
+                           teacher_module=build_model({"name": "gcn", "hidden": [8]}, g.in_shape, g.num_classes))
+        return cls.build(cls.Config(), ctx)
     ctx = BuildContext(data=bundle,
                        student_module=build_model({"name": "convnet", "width": 8, "depth": 2}, bundle.in_shape, 10),
                        teacher_module=build_model({"name": "convnet", "width": 12, "depth": 2}, bundle.in_shape, 10))
+    if name == "diff_quant":               # quantizes a given (here: untrained) student; no weights file to load
+        return cls(cls.Config(), ctx.student(), ctx.teacher())
+    if name == "lelp":                     # its student head has k outputs per class
+        ctx.student_module = build_model({"name": "convnet", "width": 8, "depth": 2}, bundle.in_shape, 10 * cls.Config().k)
     return cls.build(small_config(cls), ctx)
+
+
+GRAPH_METHODS = ("gnn", "ff_g2m")
+_GRAPH = {}
+
+
+def small_graph():
+    if "g" not in _GRAPH:
+        _GRAPH["g"] = potstill.load_dataset({"name": "csbm", "nodes": 200, "features": 8, "train_per_class": 5,
+                                             "val_per_class": 5})
+    return _GRAPH["g"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +93,8 @@ def test_method_trains_changes_every_group_and_round_trips(name, small_digits, s
     assert cls.__doc__ and cls.pillar in ("kd", "dataset", "generative", "lm")
     if cls.pillar == "lm":
         small_digits = small_text  # the same checks on text
+    if name in GRAPH_METHODS:
+        small_digits = small_graph()
     if cls.catalog_ids:
         assert cls.paper and cls.arxiv, "a catalog method names its paper and arXiv id"
     method = build(name, small_digits, small_text)

@@ -109,9 +109,12 @@ class LELP(Method):
         from ...models import build_model
 
         data, c = ctx.data, ctx.data.num_classes
-        if ctx.student_spec is None:
+        if ctx.student_module is not None:      # Python API: the module must already have C·k outputs
+            student = ctx.student()
+        elif ctx.student_spec is None:
             raise ConfigError("this method needs a student: add a 'student: {name: <model>, ...}' section")
-        student = build_model(ctx.student_spec, data.in_shape, c * cfg.k, "student")
+        else:
+            student = build_model(ctx.student_spec, data.in_shape, c * cfg.k, "student")
         teacher = ctx.teacher()
         head = getattr(teacher.model, "classifier", None)
         if not isinstance(head, nn.Linear) or not hasattr(teacher.model, "embed"):
