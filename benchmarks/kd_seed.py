@@ -215,6 +215,8 @@ def lelp_part(args, done, cells_path, runs: Path) -> None:
     rdir = ROOT / "recipes/kd"
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     for task, cmap in LELP_TASKS.items():
+        if args.lelp_tasks and task not in args.lelp_tasks:
+            continue
         data = [f"data.classes_map=[{','.join(map(str, cmap))}]"]
         tdir = runs / f"lelp_{task}_teacher"
         t = run_recipe(rdir / "teacher_fmnist.yaml", common + data + ["trainer.seed=0", "trainer.steps=1170",
@@ -369,6 +371,7 @@ def main(argv=None) -> int:
     ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot", "lelp"],
                     choices=["graph", "quant", "diswot", "lelp"])
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--lelp-tasks", nargs="+", choices=list(LELP_TASKS), help="only these LELP tasks")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
