@@ -72,5 +72,17 @@ def packed_bytes(module: nn.Module, bits: int, bucket: int = 256, names: list[st
     return total
 
 
+@torch.no_grad()
+def with_weights(module: nn.Module, weights: dict[str, torch.Tensor]) -> nn.Module:
+    """A trainable copy of ``module`` with the named parameters replaced (e.g. by their quantized values)."""
+    import copy
+
+    out = copy.deepcopy(module)
+    own = dict(out.named_parameters())
+    for n, v in weights.items():
+        own[n].copy_(v)
+    return out.requires_grad_(True)
+
+
 def fp32_bytes(module: nn.Module) -> int:
     return 4 * sum(p.numel() for p in module.parameters())

@@ -31,7 +31,8 @@ from torch.func import functional_call
 from ...core.checkpoint import init_from
 from ...core.method import Method
 from ...core.registry import METHODS
-from ...models.quantize import fp32_bytes, nearest_point, packed_bytes, quantizable, quantize_uniform, straight_through
+from ...models.quantize import (fp32_bytes, nearest_point, packed_bytes, quantizable, quantize_uniform, straight_through,
+                               with_weights)
 from .hinton import hinton_terms
 
 
@@ -86,13 +87,7 @@ class QuantizedKD(Method):
     @torch.no_grad()
     def export(self):
         """A copy of the student holding Q(w) (the shadow weights stay in the method for training)."""
-        import copy
-
-        out = copy.deepcopy(self.student)
-        own = dict(out.named_parameters())
-        for n, v in self.quantized_weights().items():
-            own[n].copy_(v)
-        return out
+        return with_weights(self.student, self.quantized_weights())
 
     @torch.no_grad()
     def evaluate(self, data, batch_size: int = 512):
@@ -166,15 +161,7 @@ class DiffQuant(Method):
 
     @torch.no_grad()
     def export(self):
-        import copy
-
-        out = copy.deepcopy(self.student)
-        own = dict(out.named_parameters())
-        for n, v in self.quantized().items():
-            own[n].copy_(v)
-        for p in out.parameters():
-            p.requires_grad_(True)
-        return out
+        return with_weights(self.student, self.quantized())
 
     @torch.no_grad()
     def evaluate(self, data, batch_size: int = 512):
