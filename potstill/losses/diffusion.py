@@ -46,4 +46,64 @@ def dmd_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor) -> t
     return 0.5 * ((x - (x - grad).detach()) ** 2).mean()
 
 
-__all__ = ["edm_sigmas", "edm_weight", "edm_loss", "dmd_loss"]
+def _per_sample(t: torch.Tensor) -> torch.Tensor:
+    return t.flatten(1).mean(1)
+
+
+def _sid_normaliser(x: torch.Tensor, mu_real: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """SiD's per-sample weight 1 / sg(mean_j |x - mu_real|_j) (Zhou et al., arXiv 2404.04057, sec. 4)."""
+    return _per_sample((x - mu_real).abs()).clamp_min(eps).detach()
+
+
+def sid_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor, alpha: float = 1.2,
+             weight: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Score identity Distillation generator loss (Zhou et al., ICML 2024, arXiv 2404.04057, eq. 8-10).
+
+    ``x`` is the generated sample x_g (with gradient), ``mu_real`` / ``mu_fake`` the teacher's
+    and the fake score's x_0 estimates at x_t = x_g + sigma n, also *with* gradient through x_t
+    (only the networks' parameters are frozen). Per sample,
+
+        L = mean_j [ (mu_real - mu_fake) * ((mu_real - x_g) - alpha (mu_real - mu_fake)) ]_j
+            / sg(mean_j |x_g - mu_real|_j),
+
+    then the batch mean (``weight``: optional per-sample factors). The paper sums over the
+    dimensions; the mean here differs by the constant D. alpha = 1 gives
+    (mu_real - mu_fake)^T (mu_fake - x_g); the paper's default is alpha = 1.2. The loss and its
+    gradient vanish when the two denoisers are the same function.
+    """
+    d = mu_real - mu_fake
+    per = _per_sample(d * ((mu_real - x) - alpha * d)) / _sid_normaliser(x, mu_real, eps)
+    return (per * weight).mean() if weight is not None else per.mean()
+
+
+def sim_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor, distance: str = "pseudo_huber",
+             c: float = 0.01, weight: torch.Tensor | None = None, eps: float = 1e-5) -> torch.Tensor:
+    """Score Implicit Matching generator loss (Luo et al., NeurIPS 2024, arXiv 2410.16794, Theorem 3.1).
+
+    The score-gradient theorem turns the gradient of D = E_t E_{x_t ~ p_theta,t} d(s_fake - s_real)
+    into that of  L = -E[ d'(y_t)^T (s_fake(x_t) - grad log q_t(x_t | x_g)) ],  y_t = s_fake - s_real,
+    differentiated through x_g and x_t = x_g + sigma n (network parameters frozen). With
+    s(x_t) = (mu(x_t) - x_t) / sigma^2 and grad log q_t(x_t | x_g) = (x_g - x_t) / sigma^2, both
+    factors are x_0-differences over sigma^2; the sigma^-4 goes into the time weighting, so with
+    delta = mu_fake - mu_real (per sample, D dimensions):
+
+    * ``squared``: d(delta) = 1/2 mean_j delta_j^2, d' = delta / D:
+      L = -mean_j [delta * (mu_fake - x_g)]_j - identical to :func:`sid_loss` with alpha = 1;
+    * ``pseudo_huber``: d(delta) = sqrt(mean_j delta_j^2 + c^2) - c (c in data units per
+      dimension), d' = delta / (D sqrt(mean_j delta_j^2 + c^2)):
+      L = -mean_j [delta * (mu_fake - x_g)]_j / sqrt(mean_j delta_j^2 + c^2).
+
+    Both are divided by SiD's per-sample normaliser sg(mean_j |x_g - mu_real|_j) (the time
+    weighting; SIM reuses SiD's training setup).
+    """
+    if distance not in ("pseudo_huber", "squared"):
+        raise ValueError(f"distance must be 'pseudo_huber' or 'squared', not {distance!r}")
+    delta = mu_fake - mu_real
+    per = -_per_sample(delta * (mu_fake - x))
+    if distance == "pseudo_huber":
+        per = per / (_per_sample(delta ** 2) + c ** 2).sqrt()
+    per = per / _sid_normaliser(x, mu_real, eps)
+    return (per * weight).mean() if weight is not None else per.mean()
+
+
+__all__ = ["edm_sigmas", "edm_weight", "edm_loss", "dmd_loss", "sid_loss", "sim_loss"]

@@ -9,6 +9,9 @@
   distance between the mean embeddings (Zhao & Bilen, arXiv 2110.04181, eq. 4).
 * :func:`attention_map` – DataDAM's spatial attention ``sum_c |f_c|^p`` per position, flattened
   and L2-normalised per sample (Sajedi et al., arXiv 2310.00093, eq. 2).
+* :func:`trajectory_distance` – MTT's normalised parameter distance (Cazenavette et al.,
+  arXiv 2203.11932, eq. 2): ``||theta_hat_{t+N} - theta*_{t+M}||^2 / ||theta*_t - theta*_{t+M}||^2``
+  over all parameters flattened into one vector.
 """
 from __future__ import annotations
 
@@ -55,3 +58,12 @@ def attention_map(features: torch.Tensor, power: float = 4.0) -> torch.Tensor:
 
 
 __all__ = ["gradient_match_distance", "mean_embedding_distance", "attention_map"]
+
+
+def trajectory_distance(student_end: torch.Tensor, expert_start: torch.Tensor, expert_target: torch.Tensor,
+                        eps: float = 0.0) -> torch.Tensor:
+    """MTT eq. 2 on flat parameter vectors: the student's squared distance to the target expert
+    snapshot, divided by how far the expert itself moved (so every start epoch weighs the same)."""
+    num = (student_end - expert_target).pow(2).sum()
+    den = (expert_start - expert_target).pow(2).sum()
+    return num / (den + eps)
