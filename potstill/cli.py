@@ -56,6 +56,18 @@ hash covers the whole resolved recipe, so a changed recipe trains a new teacher 
 unchanged one is found again (a killed training resumes). Prints the folder.
 """
 
+EPILOG_EXPERTS = """\
+examples:
+  potstill experts recipes/dd/digits/mtt.yaml                 # into the cache, as the method would
+  potstill experts recipes/dd/digits/ast.yaml --out buffers/ast experts.num=20
+
+Trains (or finishes) the expert trajectories a trajectory-matching recipe (mtt, ftd, datm, ast)
+asks for: each expert's parameters at every epoch, one safetensors file per expert, resumable
+expert by expert. Without --out the folder is the cache one the method itself would use
+($POTSTILL_CACHE/experts/<dataset>-<hash>); with --out, point the recipe at it with
+method.buffer=DIR. Prints the folder and the experts' validation accuracy.
+"""
+
 EPILOG_SAMPLE = """\
 examples:
   potstill sample runs/edm_toy2d --steps 18 --sampler heun         # a scatter plot (2-D data)
@@ -188,6 +200,29 @@ def cmd_teacher(args) -> int:
     else:
         run(cfg, folder, resume=(folder / "config.yaml").is_file())
     print(folder)
+    return 0
+
+
+def cmd_experts(args) -> int:
+    from .core.config import ConfigError
+    from .core.registry import METHODS
+    from .core.run import resolve
+    from .data import load_dataset
+    from .demo import cache_root
+    from .methods.dataset.experts import buffer_key, train_experts
+
+    cfg = resolve(args.recipe, [f"method.{o}" for o in args.overrides])
+    cls = METHODS.get(cfg.method.name)
+    if not hasattr(cls, "expert_config"):
+        raise ConfigError(f"method.name: {cfg.method.name} does not use expert trajectories (mtt, ftd, datm, ast do)")
+    mcfg = cfg.method.config
+    ecfg = cls.expert_config(mcfg)
+    data = load_dataset(cfg.data)
+    root = args.out or cache_root() / "experts" / f"{data.name}-{buffer_key(ecfg, mcfg.net, data)}"
+    buf = train_experts(ecfg, mcfg.net, data, root)
+    accs = [e.get("val_acc") for e in buf.meta["experts"] if e.get("val_acc") is not None]
+    print(f"{len(buf)} experts x {buf.epochs} epochs" + (f", val acc {100 * sum(accs) / len(accs):.2f}%" if accs else ""))
+    print(root)
     return 0
 
 
@@ -340,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipe", help="path to a YAML recipe")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted overrides of recipe keys")
     p.set_defaults(fn=cmd_teacher)
+
+    p = sub.add_parser("experts", help="train the expert trajectories of a trajectory-matching recipe",
+                       epilog=EPILOG_EXPERTS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", help="path to a YAML recipe whose method is mtt, ftd, datm or ast")
+    p.add_argument("overrides", nargs="*", metavar="experts.key=value", help="overrides of method keys")
+    p.add_argument("--out", help="buffer folder (default: the cache folder the method would use)")
+    p.set_defaults(fn=cmd_experts)
 
     p = sub.add_parser("sample", help="draw samples from an exported denoiser", epilog=EPILOG_SAMPLE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,6 +20,9 @@ def small_config(cls):
     extra = {"net": {"name": "convnet", "width": 8, "depth": 2}} if "net" in fields else {}
     extra.update({k: 2 for k in ("outer_loop", "inner_loop") if k in fields})
     extra.update({"batch_real": 8} if "batch_real" in fields else {})
+    if "experts" in fields:   # trajectory matching: one short expert, a short unroll
+        extra.update(experts={"num": 1, "epochs": 3, "batch_size": 64, "dsa": "none"}, syn_steps=2,
+                     expert_epochs=1, max_start_epoch=2)
     return cls.Config(ipc=2, **extra)
 
 

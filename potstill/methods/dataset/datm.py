@@ -15,7 +15,8 @@ synthetic set, and learnable soft labels:
 2. **Soft labels initialised from the experts** (sec. 4.2). The synthetic images are real images
    that expert 0 at its last epoch (``label_epoch``) classifies correctly; each image's label is
    a learnable logit vector initialised to the mean raw logits of the experts that classify it
-   correctly. The student's inner loss is the soft cross-entropy
+   correctly (if none does - a class with fewer correct images than IPC - the mean over all
+   experts with the true class's logit swapped in as the largest). The student's inner loss is the soft cross-entropy
        - sum_k softmax(y_i)_k log softmax(f(x_i))_k
    and the logits y are learned with the images (SGD, lr ``lr_y``, momentum 0.9 there: group
    ``labels``). The exported set carries softmax(y) as soft labels (soft-label track, N x K
@@ -90,7 +91,14 @@ class DATM(MTT):
         right = (logits.argmax(2) == self.labels.unsqueeze(0)).float()                           # (E, N)
         weight = right / right.sum(0).clamp_min(1)      # mean over the experts that are right ...
         mean = (weight.unsqueeze(2) * logits).sum(0)
-        fallback = logits.mean(0)                         # ... or over all when none is
+        # ... or, for an image no expert gets right (a class with too few correct images), the mean
+        # over all experts with the true class's logit swapped with the largest, so the label
+        # still names the image's class
+        fallback = logits.mean(0)
+        top = fallback.argmax(1)
+        rows = torch.arange(len(fallback))
+        own, best = fallback[rows, self.labels].clone(), fallback[rows, top].clone()
+        fallback[rows, top], fallback[rows, self.labels] = own, best
         return images, torch.where(right.sum(0, keepdim=True).T > 0, mean, fallback)
 
     def extra_groups(self):

@@ -59,8 +59,9 @@ class FTD(MTT):
         self.register_buffer("ema_folded", torch.zeros((), dtype=torch.long))   # updates folded in
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))      # updates the images had
 
-    def expert_config(self) -> ExpertConfig:
-        return ExpertConfig(**{**FLAT_EXPERTS, **self.cfg.experts})
+    @classmethod
+    def expert_config(cls, cfg) -> ExpertConfig:
+        return ExpertConfig(**{**FLAT_EXPERTS, **cfg.experts})
 
     @torch.no_grad()
     def fold_ema(self) -> None:
@@ -76,6 +77,7 @@ class FTD(MTT):
         return super().loss(batch, step)
 
     def exported_images(self) -> torch.Tensor:
-        self.fold_ema()
         x = self.images_ema.detach()
+        if int(self.ema_folded) < int(self.updates):   # the last update, folded without touching the state
+            x = torch.lerp(x, self.images.detach(), 1 - self.cfg.image_ema)
         return self.zca.invert(x) if self.zca is not None else x

@@ -112,7 +112,7 @@ class MTT(SyntheticDataMethod):
 
     def __init__(self, cfg: MTTConfig, data):
         super().__init__(cfg, data)
-        self.buffer = expert_buffer(self.expert_config(), cfg.net, data, cfg.buffer, progress=True)
+        self.buffer = expert_buffer(self.expert_config(cfg), cfg.net, data, cfg.buffer, progress=True)
         last = cfg.max_start_epoch - 1 + cfg.expert_epochs
         if last > self.buffer.epochs:
             raise ConfigError(f"method.max_start_epoch: start {cfg.max_start_epoch - 1} + expert_epochs "
@@ -128,8 +128,10 @@ class MTT(SyntheticDataMethod):
         self.syn_lr = nn.Parameter(torch.tensor(float(cfg.lr_init)))
         self.current_start = cfg.min_start_epoch
 
-    def expert_config(self) -> ExpertConfig:
-        return ExpertConfig(**self.cfg.experts)
+    @classmethod
+    def expert_config(cls, cfg: MTTConfig) -> ExpertConfig:
+        """How this method's experts are trained (subclasses add their defaults under the recipe's)."""
+        return ExpertConfig(**cfg.experts)
 
     def param_groups(self):
         return {"images": [self.images], "lr": [self.syn_lr], **self.extra_groups()}

@@ -98,9 +98,9 @@ class AST(MTT):
             with torch.no_grad():
                 self.images.copy_(self.representative_images(data))
 
-    def expert_config(self) -> ExpertConfig:
-        base = SMOOTH_EXPERTS if self.cfg.smooth_experts else {}
-        return ExpertConfig(**{**base, **self.cfg.experts})
+    @classmethod
+    def expert_config(cls, cfg) -> ExpertConfig:
+        return ExpertConfig(**{**(SMOOTH_EXPERTS if cfg.smooth_experts else {}), **cfg.experts})
 
     def representative_images(self, data) -> torch.Tensor:
         from sklearn.cluster import KMeans

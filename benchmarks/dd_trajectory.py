@@ -1,0 +1,254 @@
+"""Trajectory-matching benchmark: MTT, FTD, DATM and AST (D8) against DM and a random subset.
+
+Same protocol and result schema as ``benchmarks/dd_fmnist.py`` (dd-v1: a fresh ConvNet-3 trained
+on the synthetic set alone with DSA, K evaluation seeds, test accuracy read once at the end).
+
+Cells, each resumable (finished cells in ``<name>.cells.jsonl``):
+
+* ``experts/<kind>`` - the expert buffers, trained once and shared: ``plain`` (MTT's SGD experts;
+  MTT and DATM), ``flat`` (FTD's SAM experts), ``smooth`` (AST's clipped-loss + gradient-penalty
+  experts). Their wall-clock is reported apart from the distillation's.
+* ``<method>/ipc<N>`` - one distillation (recipe ``recipes/dd/<dataset>/<method>.yaml`` with the
+  per-IPC settings of ``IPC_SETTINGS``), then the protocol.
+* ``ast-no_<part>/ipc10`` - the AST ablation: each part switched off alone.
+
+``--dataset digits`` (default here: 2 CPU cores) runs scikit-learn digits (8x8; ConvNet-2 experts
+and student, ConvNet-3 w32 evaluation as the other digits recipes); ``--dataset fmnist`` runs
+the Fashion-MNIST recipes (``recipes/dd/fmnist_ipc<N>/<method>.yaml``; experts of ConvNet-3 w128
+- a GPU job: one expert epoch is ~150 s on 2 CPU cores).
+
+    python benchmarks/dd_trajectory.py                                 # digits, ~1 h on 2 CPU cores
+    python benchmarks/dd_trajectory.py --dataset fmnist --jobs 4       # GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import run_recipe  # noqa: E402
+from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
+
+METHODS = ["random", "dm", "mtt", "ftd", "datm", "ast"]
+CATALOG = {"random": "B3", "dm": "B5", "mtt": "B6", "ftd": "D10", "datm": "D6", "ast": "D8"}
+BUFFER_OF = {"mtt": "plain", "datm": "plain", "ftd": "flat", "ast": "smooth"}
+ABLATION = {"smooth": "method.smooth_experts=false", "repr_init": "method.representative_init=false",
+            "balanced": "method.balanced_loss=false", "intermediate": "method.intermediate_matching=off",
+            "perturb": "method.weight_perturbation=0"}
+#: per-IPC overrides of the trajectory recipes (the recipes hold IPC 10). DATM's window follows
+#: its paper: early and fixed for IPC 1, growing for IPC 10 and 50.
+IPC_SETTINGS = {
+    "digits": {
+        1: {"*": ["method.max_start_epoch=4"],
+            "datm": ["method.max_start_epoch=4", "method.current_max_start_epoch=0"]},
+        10: {"*": []},
+        50: {"*": ["method.max_start_epoch=20", "method.batch_syn=100"],
+             "datm": ["method.max_start_epoch=20", "method.current_max_start_epoch=10", "method.expansion_end=200",
+                      "method.batch_syn=100"]},
+    },
+    "fmnist": {1: {"*": []}, 10: {"*": []}, 50: {"*": []}},
+}
+PUBLISHED_CIFAR10 = {"mtt": (46.2, 65.4, 71.6), "ftd": (46.8, 66.6, 73.8), "datm": (46.9, 66.8, 76.1),
+                     "dm": (26.0, 48.9, 63.0)}
+
+
+def recipe_for(dataset: str, method: str, ipc: int) -> Path:
+    base = method.split("-")[0]
+    if dataset == "digits":
+        return ROOT / f"recipes/dd/digits/{base}.yaml"
+    return ROOT / f"recipes/dd/fmnist_ipc{ipc}/{base}.yaml"
+
+
+def cell_overrides(args, method: str, ipc: int, buffers: dict) -> list[str]:
+    base = method.split("-")[0]
+    ov = [f"eval.seeds={args.seeds}", "trainer.progress=false", f"trainer.threads={args.threads}",
+          f"eval.threads={args.threads}"]
+    if args.dataset == "digits":
+        ov.append(f"method.ipc={ipc}")
+    if base in BUFFER_OF:
+        kind = "plain" if method == "ast-no_smooth" else BUFFER_OF[base]
+        ov.append(f"method.buffer={buffers[kind]}")
+        settings = IPC_SETTINGS[args.dataset][ipc]
+        ov += settings.get(base, settings["*"])
+    if method.startswith("ast-no_"):
+        ov.append(ABLATION[method[len("ast-no_"):]])
+    if args.steps and base not in ("random",):
+        ov.append(f"trainer.steps={args.steps}")
+    return ov
+
+
+def buffer_cell(args, kind: str, root: Path) -> dict:
+    import torch
+
+    from potstill.core.registry import METHODS
+    from potstill.core.run import resolve
+    from potstill.data import load_dataset
+    from potstill.methods.dataset.experts import train_experts
+
+    torch.set_num_threads(args.threads)
+    method = {"plain": "mtt", "flat": "ftd", "smooth": "ast"}[kind]
+    cfg = resolve(recipe_for(args.dataset, method, 10), [])
+    ecfg = METHODS.get(method).expert_config(cfg.method.config)
+    data = load_dataset(cfg.data)
+    t0 = time.time()
+    buf = train_experts(ecfg, cfg.method.config.net, data, root, progress=False)
+    val = [e.get("val_acc") for e in buf.meta["experts"]]
+    return {"cell": f"experts/{kind}", "kind": kind, "path": str(root), "experts": len(buf), "epochs": buf.epochs,
+            "training": buf.meta["training"], "val_acc": [100 * v for v in val if v is not None],
+            "wall_clock_s": round(time.time() - t0, 1), "size_mib": round(sum(
+                f.stat().st_size for f in root.iterdir()) / 2**20, 2)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=["digits", "fmnist"], default="digits")
+    ap.add_argument("--ipcs", type=int, nargs="+", default=[10, 1, 50])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--ablation", action=argparse.BooleanOptionalAction, default=True,
+                    help="also run AST with each part off (IPC 10)")
+    ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per synthetic set")
+    ap.add_argument("--steps", type=int, default=0, help="override every distillation's trainer.steps (smoke)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default=None)
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
+    ap.add_argument("--name", default=None, help="result name (default dd_trajectory_<dataset>)")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    name = args.name or f"dd_trajectory_{args.dataset}"
+    runs = Path(args.runs or ROOT / f"benchmarks/runs/{name}")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    cells_path = results / f"{name}.cells.jsonl"
+    done = {}
+    if cells_path.is_file():
+        for line in cells_path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                done[rec["cell"]] = rec
+
+    def append(rec):
+        with open(cells_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[rec["cell"]] = rec
+        report(args, name, done)
+
+    if args.report_only:
+        report(args, name, done)
+        return 0
+    kinds = sorted({BUFFER_OF[m] for m in args.methods if m in BUFFER_OF} | ({"plain"} if args.ablation else set()))
+    buffers = {}
+    for kind in kinds:
+        root = runs / "experts" / kind
+        if f"experts/{kind}" not in done:
+            print(f"[experts/{kind}] training ...", flush=True)
+            append(buffer_cell(args, kind, root))
+        buffers[kind] = done[f"experts/{kind}"]["path"]
+    todo = [(m, ipc) for ipc in args.ipcs for m in args.methods]
+    if args.ablation:
+        todo += [(f"ast-no_{p}", 10) for p in ABLATION]
+    for m, ipc in todo:
+        key = f"{m}/ipc{ipc}"
+        if key in done:
+            continue
+        ov = cell_overrides(args, m, ipc, buffers)
+        print(f"[{key}] {' '.join(ov)}", flush=True)
+        t0 = time.time()
+        s = run_recipe(recipe_for(args.dataset, m, ipc), ov, runs / key.replace("/", "_"))
+        grid = Path(s["export"]).parent / "synthetic.png"
+        (results / name).mkdir(exist_ok=True)
+        shutil.copyfile(grid, results / name / f"{key.replace('/', '_')}.png")
+        ev = s["eval"]
+        append({"cell": key, "method": m, "ipc": ipc, "overrides": ov, "steps": s["steps"],
+                "distill_s": s["wall_clock_s"], "s_per_step": round(s["wall_clock_s"] / max(1, s["steps"]), 3),
+                "peak_rss_mib": s.get("peak_rss_mib"), "peak_cuda_mib": s.get("peak_cuda_mib"),
+                "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
+                "label_bytes": s.get("label_bytes"), "soft_labels": bool(s.get("soft_labels")),
+                "machine": s.get("machine"), "cell_wall_s": round(time.time() - t0, 1)})
+        print(f"[{key}] test {stat(ev['test_acc']['values'])['mean']:.2f} ({s['wall_clock_s']:.0f} s distill)",
+              flush=True)
+    report(args, name, done)
+    return 0
+
+
+def report(args, name: str, done: dict) -> None:
+    cells = [c for k, c in done.items() if not k.startswith("experts/")]
+    experts = [c for k, c in done.items() if k.startswith("experts/")]
+    if not cells:
+        return
+    metrics = {}
+    for c in cells:
+        k = c["cell"]
+        metrics[f"{k}/test_acc"] = stat(c["test_acc"])
+        metrics[f"{k}/val_acc"] = stat(c["val_acc"])
+        metrics[f"{k}/distill_s"] = stat([c["distill_s"]])
+        metrics[f"{k}/peak_rss_mib"] = stat([c["peak_rss_mib"]])
+        if c.get("label_bytes") is not None:
+            metrics[f"{k}/label_bytes"] = stat([c["label_bytes"]])
+            metrics[f"{k}/soft_labels"] = stat([1.0 if c.get("soft_labels") else 0.0])
+    for e in experts:
+        metrics[f"{e['cell']}/wall_clock_s"] = stat([e["wall_clock_s"]])
+        if e["val_acc"]:
+            metrics[f"{e['cell']}/expert_val_acc"] = stat(e["val_acc"])
+    baselines = {f"published_cifar10/{m}/ipc{i}/test_acc": {"mean": a, "std": 0.0, "n": 1}
+                 for m, accs in PUBLISHED_CIFAR10.items() for i, a in zip((1, 10, 50), accs)}
+    machines = sorted({c.get("machine") or "?" for c in cells})
+    result = {
+        "catalog_ids": sorted({CATALOG[c["method"].split("-")[0]] for c in cells}),
+        "command": f"python benchmarks/dd_trajectory.py --dataset {args.dataset}",
+        "dataset": ("digits: 1257 train (distillation source and experts), 180 val, 360 test (scikit-learn)"
+                    if args.dataset == "digits" else "fmnist: 55k train, 5k val, 10k official test"),
+        "seeds": list(range(args.seeds)), "metrics": metrics, "baselines": baselines,
+        "wall_clock_s": round(sum(c["cell_wall_s"] for c in cells) + sum(e["wall_clock_s"] for e in experts), 1),
+        "machine": " | ".join(machines), "date": time.strftime("%Y-%m-%d"),
+        "notes": ("Protocol dd-v1 (the recipes' eval section: ConvNet-3, DSA, SGD 0.01 m0.9 wd5e-4, lr x0.1 at half), "
+                  f"evaluation seeds 0..{args.seeds - 1}, test accuracy read once at the end. One distillation per "
+                  "cell (seed 0). Image learning rates were chosen on the validation split at IPC 10 (MTT) and "
+                  "used for every IPC and method. Published CIFAR-10 numbers are for orientation only (another "
+                  "dataset); none are published for these datasets."),
+    }
+    write_result(Path(args.results) / f"{name}.json", result)
+    ipcs = sorted({c["ipc"] for c in cells})
+    lines = ["## Test accuracy (%), mean ± std over evaluation seeds", "",
+             "| method | labels | " + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|" + "---|" * len(ipcs)]
+    order = METHODS + [f"ast-no_{p}" for p in ABLATION]
+    for m in order:
+        row = [done.get(f"{m}/ipc{i}") for i in ipcs]
+        if not any(row):
+            continue
+        soft = any(c and c.get("soft_labels") for c in row)
+        txt = [f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–" for c in row]
+        lines.append(f"| {m} | {'soft' if soft else 'hard'} | " + " | ".join(txt) + " |")
+    if any(done.get(f"ast-no_{p}/ipc10") for p in ABLATION) and done.get("ast/ipc10"):
+        full = stat(done["ast/ipc10"]["test_acc"])["mean"]
+        lines += ["", "## AST ablation (IPC 10): each part switched off alone", "",
+                  "| variant | test acc | change vs full AST |", "|---|---|---|",
+                  f"| all parts | {full:.2f} | – |"]
+        for p in ABLATION:
+            c = done.get(f"ast-no_{p}/ipc10")
+            if c:
+                a = stat(c["test_acc"])["mean"]
+                lines.append(f"| without {p} | {a:.2f} ± {stat(c['test_acc'])['std']:.2f} | {a - full:+.2f} |")
+    lines += ["", "## Expert buffers (cost apart from distillation)", "",
+              "| buffer | experts x epochs | wall-clock s | size MiB | expert val acc |", "|---|---|---|---|---|"]
+    for e in experts:
+        va = f"{stat(e['val_acc'])['mean']:.2f} ± {stat(e['val_acc'])['std']:.2f}" if e["val_acc"] else "–"
+        lines.append(f"| {e['kind']} | {e['experts']} x {e['epochs']} | {e['wall_clock_s']:.0f} | {e['size_mib']} | {va} |")
+    lines += ["", "## Distillation cost per cell", "",
+              "| cell | steps | distill s | s/step | peak RSS MiB | label bytes | val acc |", "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        lines.append(f"| {c['cell']} | {c['steps']} | {c['distill_s']:.0f} | {c['s_per_step']} | {c['peak_rss_mib']} | "
+                     f"{c.get('label_bytes')} | {stat(c['val_acc'])['mean']:.2f} |")
+    lines += ["", "Machines: " + "; ".join(machines) + ".", "",
+              "Synthetic sets: " + ", ".join(f"[{c['cell']}]({name}/{c['cell'].replace('/', '_')}.png)" for c in cells)]
+    write_markdown(Path(args.results) / f"{name}.md", result,
+                   f"Trajectory matching on {args.dataset} (protocol dd-v1)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
