@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
-METHODS = ["random", "dm", "mtt", "ftd", "datm", "ast"]
+METHODS = ["random", "dm", "mtt", "ftd", "datm", "datm-hard", "ast"]
 CATALOG = {"random": "B3", "dm": "B5", "mtt": "B6", "ftd": "D10", "datm": "D6", "ast": "D8"}
 BUFFER_OF = {"mtt": "plain", "datm": "plain", "ftd": "flat", "ast": "smooth"}
 ABLATION = {"smooth": "method.smooth_experts=false", "repr_init": "method.representative_init=false",
@@ -76,7 +76,7 @@ def budget_overrides(args, method: str) -> list[str]:
 
 
 def recipe_for(dataset: str, method: str, ipc: int) -> Path:
-    base = method.split("-")[0]
+    base = "datm_hard" if method == "datm-hard" else method.split("-")[0]
     if dataset == "digits":
         return ROOT / f"recipes/dd/digits/{base}.yaml"
     return ROOT / f"recipes/dd/fmnist_ipc{ipc}/{base}.yaml"
