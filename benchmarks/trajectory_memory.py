@@ -88,15 +88,28 @@ def main(argv=None) -> int:
         mode, ipc, steps, seed = args.child
         print(json.dumps(one(mode, int(ipc), int(steps), int(seed))))
         return 0
-    rows, t0 = [], time.time()
+    t0 = time.time()
+    cells_path = Path(args.results) / "trajectory_memory.cells.jsonl"   # resumable: one line per measurement
+    done = {}
+    if cells_path.is_file():
+        for line in cells_path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r["mode"], r["ipc"], r["steps"], r["seed"])] = r
     cells = [tuple(int(v) for v in c.split("x")) for c in args.cells]
+    rows = []
     for ipc, steps in cells:
         for mode in ("full", "recompute"):
             for seed in range(args.seeds):
-                out = subprocess.run([sys.executable, __file__, "--child", mode, str(ipc), str(steps), str(seed)],
-                                     capture_output=True, text=True, check=True)
-                rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(rows[-1], flush=True)
+                if (mode, ipc, steps, seed) not in done:
+                    out = subprocess.run([sys.executable, __file__, "--child", mode, str(ipc), str(steps), str(seed)],
+                                         capture_output=True, text=True, check=True)
+                    rec = json.loads(out.stdout.strip().splitlines()[-1])
+                    with open(cells_path, "a") as f:
+                        f.write(json.dumps(rec) + "\n")
+                    done[(mode, ipc, steps, seed)] = rec
+                    print(rec, flush=True)
+                rows.append(done[(mode, ipc, steps, seed)])
     metrics = {}
     for r in rows:
         k = f"{r['mode']}/ipc{r['ipc']}/N{r['steps']}"
@@ -108,7 +121,7 @@ def main(argv=None) -> int:
     result = {"catalog_ids": ["B6"], "command": "python benchmarks/trajectory_memory.py",
               "dataset": "Fashion-MNIST-shaped random tensors (1x28x28, 10 classes); memory does not depend on values",
               "seeds": list(range(args.seeds)), "metrics": metrics, "baselines": {},
-              "wall_clock_s": round(time.time() - t0, 1), "machine": f"{platform.machine()} {rows[0]['device']}",
+              "wall_clock_s": round(sum(r["seconds"] for r in rows), 1), "machine": f"{platform.machine()} {rows[0]['device']}",
               "date": time.strftime("%Y-%m-%d"),
               "notes": "One MTT iteration (N student steps on all K*IPC synthetic images, DSA on, ConvNet-3 w128) "
                        "per fresh process; peak_growth_mib is the growth of the process's peak resident memory "
