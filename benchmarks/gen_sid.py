@@ -10,7 +10,15 @@ Rows (recipes under ``recipes/gen``):
 * ``sid_cfg2`` - SiD with teacher CFG 2 (plain CFG, the reference for the two rows below);
   ``sid_zero`` - Zero-CFG; ``sid_anti`` - Anti-CFG (fake-score guidance -1);
 * ``sim`` - SIM, pseudo-Huber distance;
-* ``sfd`` - SFD forgetting class 0 (safe class 4).
+* ``sfd`` - SFD forgetting class 0 (safe class 4);
+* ``swiftbrush`` - SwiftBrush (G14): image-free VSD with a rank-8 LoRA teacher as the fake score;
+* ``msd4`` / ``msd1`` - MSD (G3): 4 same-size DMD2 students owning 2 classes each, behind one
+  router / the same code with 1 student (= DMD2, the paper's single-student comparison);
+* ``disback`` - DisBack (G11): DMD2 whose real score walks a recorded degradation path back to the
+  teacher (4 nodes, 250 trainer steps each). Its validation SWD every 250 trainer steps is
+  compared with a DMD2 run evaluated at the same steps (``dmd2_curve``, same recipe and seeds as
+  ``dmd2``; evaluation draws no training randomness, so it trains the same generator): the
+  quality-vs-step table and ``<name>_disback_curve.png``.
 
 Each student is trained with ``--seeds`` training seeds (``trainer.seed``) and each trained model
 is measured with the sampling seed of the same index: every figure is mean ± std over the seeds.
@@ -61,7 +69,15 @@ STUDENTS = {  # name: (recipe, overrides)
     "sid_anti": ("sid_anti_toy2d.yaml", []),
     "sim": ("sim_toy2d.yaml", []),
     "sfd": ("sfd_toy2d.yaml", []),
+    "swiftbrush": ("swiftbrush_toy2d.yaml", []),
+    "msd4": ("msd_toy2d.yaml", []),
+    "msd1": ("msd1_toy2d.yaml", []),
+    "disback": ("disback_toy2d.yaml", ["trainer.eval_every=250"]),
 }
+# quality-vs-step curves: row -> its reference, trained only for the curve (not a table row)
+CURVES = {"disback": "dmd2_curve"}
+CURVE_RUNS = {"dmd2_curve": ("dmd2_toy2d.yaml", ["trainer.eval_every=250"])}
+CURVE_EVERY = 250
 FORGET_ROWS = ("teacher", "sid", "sfd")      # rows that also get the forgetting figures
 BASE = ("swd", "mmd", "mode_coverage", "high_quality", "nfe", "s_per_1000")
 CLASS = ("label_acc", "spread")
@@ -148,7 +164,13 @@ def main(argv=None) -> int:
                          for s in range(args.seeds)]}
     train_s = {"teacher": [t_sum["wall_clock_s"]]}
     extra = [f"teacher.checkpoint={teacher_dir}"] + ([f"trainer.steps={args.steps}"] if args.steps else [])
+    every = min(CURVE_EVERY, max(1, args.steps // 4)) if args.steps else CURVE_EVERY
+
+    def with_every(ov):   # curve rows are evaluated every `every` trainer steps
+        return [o for o in ov if not o.startswith("trainer.eval_every=")] + [f"trainer.eval_every={every}"]
+
     for name, (recipe, ov) in students.items():
+        ov = with_every(ov) if name in CURVES else ov
         cells[name], train_s[name] = [], []
         for s in range(args.seeds):
             out = runs / name / f"seed{s}"
@@ -157,7 +179,20 @@ def main(argv=None) -> int:
             d = load_denoiser(out)
             plan = d.sampling
             cells[name].append(measure_cell(f"{name}/seed{s}", name, d, plan["sampler"], plan_sigmas(plan), s))
-    report(args, cells, train_s)
+    curves = {}
+    for name, ref in CURVES.items():
+        if name not in students:
+            continue
+        recipe, ov = CURVE_RUNS[ref]
+        curves[name] = {}
+        for who, rec, over in ((name, students[name][0], with_every(students[name][1])), (ref, recipe, with_every(ov))):
+            hist = []
+            for s in range(args.seeds):
+                out = runs / who / f"seed{s}"
+                summ = train(rec, over + extra + [f"trainer.seed={s}"], out)
+                hist.append({h["step"]: h for h in summ["val_history"]})
+            curves[name][who] = hist
+    report(args, cells, train_s, curves)
     return 0
 
 
@@ -165,7 +200,49 @@ def _fmt(s: dict, digits: int = 4) -> str:
     return "–" if not math.isfinite(s["mean"]) else f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
-def report(args, cells, train_s) -> None:
+def curve_lines(args, curves) -> list[str]:
+    """Validation SWD / high-quality share vs trainer step, mean ± std over seeds, + a PNG per curve."""
+    lines = []
+    for name, by_who in curves.items():
+        whos = list(by_who)
+        steps = sorted(set.intersection(*[set(h) for w in whos for h in by_who[w]]))
+        lines += ["", (f"## Convergence: {name} vs {whos[1]} (validation split, 2,000 points; mean ± std over "
+                       f"{len(by_who[name])} seeds)"), "",
+                  "| trainer step | " + " | ".join(f"{w} SWD ↓ | {w} high-quality" for w in whos) + " |",
+                  "|---|" + "---|---|" * len(whos)]
+        series = {}
+        for step in steps:
+            row = []
+            for w in whos:
+                swd = stat([h[step]["swd"] for h in by_who[w]])
+                hq = stat([h[step].get("high_quality", float("nan")) for h in by_who[w]])
+                series.setdefault(w, []).append((step, swd["mean"], swd["std"]))
+                row += [_fmt(swd), _fmt(hq, 3)]
+            lines.append(f"| {step} | " + " | ".join(row) + " |")
+        try:
+            from potstill.report.plots import _plt
+
+            plt = _plt()
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for w, pts in series.items():
+                xs, ys, es = zip(*pts)
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=w)
+            ax.set_xlabel("trainer step")
+            ax.set_ylabel("validation SWD (lower is better)")
+            ax.set_yscale("log")
+            ax.legend()
+            ax.set_title(f"{name} vs {whos[1]} on toy2d")
+            png = Path(args.results) / f"{args.name}_{name}_curve.png"
+            fig.tight_layout()
+            fig.savefig(png, dpi=120)
+            plt.close(fig)
+            lines += ["", f"![{name} convergence]({png.name})"]
+        except ImportError:                                  # matplotlib missing: the table is the result
+            pass
+    return lines
+
+
+def report(args, cells, train_s, curves=None) -> None:
     metrics, baselines, rows = {}, {}, []
     for who, cs in cells.items():
         target = baselines if who == "teacher" else metrics
@@ -190,12 +267,14 @@ def report(args, cells, train_s) -> None:
         if "forget_share" in m:
             lines.append(f"| {who} | {_fmt(m['forget_share'], 3)} | {_fmt(m['safe_share'], 3)} | {_fmt(m['retained_swd'])} | "
                          f"{_fmt(m['retained_label_acc'], 3)} | {_fmt(m['retained_high_quality'], 3)} |")
+    lines += curve_lines(args, curves or {})
     command = "python benchmarks/gen_sid.py" + (f" --teacher {args.teacher}" if args.teacher else "")
     if args.steps or args.teacher_steps or args.only:
         command += " (smoke: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
                                           [("steps", args.steps), ("teacher_steps", args.teacher_steps), ("only", args.only)] if v) + ")"
     result = {
-        "catalog_ids": ["G1", "G4", "G16", "G19"],
+        "catalog_ids": ["G1", "G4", "G16", "G19"] + [g for who, g in (("swiftbrush", "G14"), ("msd4", "G3"),
+                                                                     ("disback", "G11")) if who in cells],
         "command": command,
         "dataset": "toy2d ring of 8 Gaussians (std 0.05, radius 2): 20k train, 2k val, 5k test points",
         "seeds": list(range(n)),
@@ -209,7 +288,13 @@ def report(args, cells, train_s) -> None:
                   "trained with seeds 0..n-1, each measured with the sampling seed of the same index. SiD family: "
                   "generator input noise 2.5, alpha 1.2, no Diffusion-GAN term; SIM uses pseudo-Huber c = 0.01 per "
                   "dimension and SiD's normaliser (the paper's c and weighting were not available). Spread = RMS "
-                  "distance of within-3-std samples from their class mode over the same figure for the test points."),
+                  "distance of within-3-std samples from their class mode over the same figure for the test points."
+                  + (" SwiftBrush: image-free (label stream only), VSD weight sigma/(1+sigma^2), LoRA rank 8 (lr 1e-3), "
+                     "generator and LoRA updated one to one." if "swiftbrush" in cells else "")
+                  + (" MSD: the students share each batch (K students together cost one DMD2 run); msd1 is DMD2 run "
+                     "through the MSD code." if "msd4" in cells or "msd1" in cells else "")
+                  + (" DisBack: stage 1 (500 steps of batch 256 fine-tuning a teacher copy on the initial generator) "
+                     "is extra compute not counted in the trainer steps; its train_s includes it." if "disback" in cells else "")),
     }
     write_result(Path(args.results) / f"{args.name}.json", result)
     write_markdown(Path(args.results) / f"{args.name}.md", result,

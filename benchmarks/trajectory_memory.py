@@ -88,7 +88,6 @@ def main(argv=None) -> int:
         mode, ipc, steps, seed = args.child
         print(json.dumps(one(mode, int(ipc), int(steps), int(seed))))
         return 0
-    t0 = time.time()
     cells_path = Path(args.results) / "trajectory_memory.cells.jsonl"   # resumable: one line per measurement
     done = {}
     if cells_path.is_file():

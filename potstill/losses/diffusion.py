@@ -106,4 +106,22 @@ def sim_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor, dist
     return (per * weight).mean() if weight is not None else per.mean()
 
 
-__all__ = ["edm_sigmas", "edm_weight", "edm_loss", "dmd_loss", "sid_loss", "sim_loss"]
+def vsd_loss(x: torch.Tensor, mu_real: torch.Tensor, mu_fake: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Variational score distillation for a one-step generator (ProlificDreamer, Wang et al., arXiv
+    2305.16213, eq. 9; SwiftBrush, Nguyen & Tran, arXiv 2312.05239, eq. 6), in x_0-prediction form.
+
+    VSD's generator gradient is ``w(t) (eps_real(x_t) - eps_fake(x_t))`` pushed into x with
+    ``w(t) = sigma_t^2`` of the variance-preserving process. With x_t = x + sigma n (EDM units),
+    eps = (x_t - mu) / sigma, so eps_real - eps_fake = (mu_fake - mu_real) / sigma, and the VP
+    weight is sigma_vp^2 = sigma^2 / (1 + sigma^2):
+
+        grad = sigma / (1 + sigma^2) * (mu_fake - mu_real),   L = 0.5 * mean (x - sg(x - grad))^2,
+
+    whose gradient with respect to x is ``grad / x.numel()``. Zero when the fake and real denoisers agree.
+    """
+    s = sigma.reshape(-1, *([1] * (x.dim() - 1))).to(x.dtype)
+    grad = (s / (1 + s ** 2) * (mu_fake - mu_real)).detach()
+    return 0.5 * ((x - (x - grad).detach()) ** 2).mean()
+
+
+__all__ = ["edm_sigmas", "edm_weight", "edm_loss", "dmd_loss", "sid_loss", "sim_loss", "vsd_loss"]

@@ -1,2 +1,2 @@
 """Generative distillation: teachers in the EDM denoiser interface and their few-step students."""
-from . import consistency, dmd, dmd2, edm, progressive, sfd, sid, sim  # noqa: F401
+from . import consistency, disback, dmd, dmd2, edm, msd, progressive, sfd, sid, sim, swiftbrush  # noqa: F401
