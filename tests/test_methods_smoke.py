@@ -20,6 +20,7 @@ def small_config(cls):
     extra = {"net": {"name": "convnet", "width": 8, "depth": 2}} if "net" in fields else {}
     extra.update({k: 2 for k in ("outer_loop", "inner_loop") if k in fields})
     extra.update({"batch_real": 8} if "batch_real" in fields else {})
+    extra.update({"relabel": False} if "relabel" in fields else {})   # soft labels' argmax is not the class
     if "experts" in fields:   # trajectory matching: one short expert, a short unroll
         extra.update(experts={"num": 1, "epochs": 3, "batch_size": 64, "dsa": "none"}, syn_steps=2,
                      expert_epochs=1, max_start_epoch=2)
@@ -60,7 +61,9 @@ def build(name, bundle, text=None):
         return cls.build(cls.Config(), ctx)
     ctx = BuildContext(data=bundle,
                        student_module=build_model({"name": "convnet", "width": 8, "depth": 2}, bundle.in_shape, 10),
-                       teacher_module=build_model({"name": "convnet", "width": 12, "depth": 2}, bundle.in_shape, 10))
+                       teacher_module=build_model({"name": "convnet", "width": 12, "depth": 2,
+                                                   **({"norm": "batch"} if cls.pillar == "dataset" else {})},
+                                                  bundle.in_shape, 10))
     if name == "diff_quant":               # quantizes a given (here: untrained) student; no weights file to load
         return cls(cls.Config(), ctx.student(), ctx.teacher())
     if name == "lelp":                     # its student head has k outputs per class

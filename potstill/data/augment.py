@@ -52,3 +52,36 @@ def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
     if cfg.flip:
         x = random_flip(x)
     return x
+
+
+def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.08, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = False) -> torch.Tensor:
+    """torchvision's RandomResizedCrop, per image, in torch ops (differentiable w.r.t. ``x``).
+
+    Each image gets its own crop of area fraction ``s ~ U(scale)`` and aspect ratio ``r`` with
+    ``log r ~ U(log ratio)`` (side fractions ``sqrt(s r)`` and ``sqrt(s / r)``, clipped to 1),
+    at a uniformly random position inside the image, resized back to the input size by bilinear
+    sampling; with ``flip`` each crop is mirrored horizontally with probability 1/2. (torchvision
+    retries a draw that does not fit; clipping the sides instead keeps the draw count fixed.)
+    Parameters come from torch's global RNG on the CPU, like the rest of this module.
+    """
+    import math
+
+    if x.dim() != 4:
+        raise ValueError(f"random_resized_crop needs (N, C, H, W) images, got shape {tuple(x.shape)}")
+    lo, hi = float(scale[0]), float(scale[1])
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"crop scale must satisfy 0 < min <= max <= 1, got {scale}")
+    n = len(x)
+    area = lo + (hi - lo) * torch.rand(n)
+    log_r = torch.empty(n).uniform_(math.log(ratio[0]), math.log(ratio[1]))
+    r = log_r.exp()
+    w = (area * r).sqrt().clamp(max=1.0)          # side fractions of the crop
+    h = (area / r).sqrt().clamp(max=1.0)
+    cx = (1 - w) * (2 * torch.rand(n) - 1)        # crop centre in [-1 + w, 1 - w] (normalised coords)
+    cy = (1 - h) * (2 * torch.rand(n) - 1)
+    sx = torch.where(torch.rand(n) < 0.5, -w, w) if flip else w
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = sx, cx, h, cy
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -67,3 +67,26 @@ def trajectory_distance(student_end: torch.Tensor, expert_start: torch.Tensor, e
     num = (student_end - expert_target).pow(2).sum()
     den = (expert_start - expert_target).pow(2).sum()
     return num / (den + eps)
+
+
+def bn_statistic_loss(features: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
+                      groups: int = 1) -> torch.Tensor:
+    """The BN-statistic term of SRe2L (Yin, Xing & Shen, arXiv 2306.13092, eq. 4-5; from DeepInversion):
+
+        R_BN(x) = sum_g ( ||mu(f_g) - running_mean||_2 + ||sigma^2(f_g) - running_var||_2 )
+
+    ``features`` is the input of a BatchNorm layer, (N, C, ...); ``mu``/``sigma^2`` are the per-channel
+    mean and biased variance over the batch and every spatial position (what BN itself computes).
+    ``groups`` > 1 splits the batch into that many equal consecutive groups, each matched on its own
+    (one recovery batch per group, computed in one forward pass); the terms are summed.
+    """
+    n, c = features.shape[:2]
+    if groups < 1 or n % groups:
+        raise ValueError(f"a batch of {n} rows cannot be split into {groups} equal groups")
+    f = features.reshape(groups, n // groups, c, -1).transpose(1, 2).reshape(groups, c, -1)
+    mu = f.mean(-1)
+    var = f.var(-1, unbiased=False)
+    return ((mu - running_mean).norm(dim=1) + (var - running_var).norm(dim=1)).sum()
+
+
+__all__ += ["bn_statistic_loss"]

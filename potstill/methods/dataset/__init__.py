@@ -1,2 +1,2 @@
 """Dataset distillation: a training set into a few (synthetic) images per class."""
-from . import coresets, datadam, datm, dc, dm, ftd, mtt, smooth_experts  # noqa: F401
+from . import coresets, cvdd, datadam, datm, dc, dm, dq, ftd, infer, mtt, smooth_experts, sre2l  # noqa: F401

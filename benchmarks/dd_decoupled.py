@@ -1,0 +1,268 @@
+"""Decoupled dataset distillation (no unrolled training): SRe2L / CDA (D4), CV-DD (D3), INFER (D7), DQ (D5).
+
+Same protocol and result schema as ``benchmarks/dd_fmnist.py``: every set is judged by dd-v1
+(potstill/eval/synthetic_set.py; soft labels train with soft cross-entropy), ``--seeds`` evaluation
+seeds (default 3), test accuracy read once at the end; the evaluation epochs are chosen once on
+the *validation* split with a random IPC-10 subset (cell ``select``) unless ``--epochs`` is given.
+
+Cells, each a run folder under ``--runs`` (resumed if killed), appended to ``<name>.cells.jsonl``
+as it finishes (rerun the same command to continue):
+
+* ``teacher`` - the batch-norm teacher of ``recipes/dd/teacher_bn_<dataset>.yaml`` (squeeze);
+  its checkpoint is passed to every recipe with a ``teacher`` section;
+* ``<method>/ipc<N>`` - the recipes ``recipes/dd/<dataset>[_ipcN]/<method>.yaml``;
+* for every soft-label method, the *random subset with the same soft labels*: random real images
+  relabelled by the same teacher(s) the same way - the same recipe with ``method.init=real`` and
+  zero recovery steps (SRe2L: the teacher's per-image soft labels, shared by CDA; CV-DD: the same
+  committee's vote), INFER with ``method.compensate=false`` (``ipc`` real images per class with the
+  same static averaged-logit labels);
+* ``random/ipc<N>`` - the hard-label random coreset (context);
+* DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
+  recipe's evaluation network (a ResNet; the selection used the ConvNet teacher's embedding), next
+  to a uniform random subset at the same ratio under the same evaluation (``method.bins=1``).
+
+Every row records label storage in bytes (soft: N x K float32; hard: one byte per image) and the
+images stored. ``--steps N`` shortens every training (teacher, recovery) to N steps: a smoke test,
+kept apart with ``--results`` / ``--runs`` elsewhere.
+
+    python benchmarks/dd_decoupled.py                       # digits (default), minutes on a laptop
+    python benchmarks/dd_decoupled.py --dataset fmnist --ipcs 10 50
+    python benchmarks/dd_decoupled.py --steps 5 --epochs 5 --seeds 3 --results /tmp/ddd --runs /tmp/ddd/runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
+
+METHODS = ["random", "sre2l", "cda", "cvdd", "infer", "dq"]
+CATALOG = {"sre2l": "D4", "cda": "D4", "cvdd": "D3", "infer": "D7", "dq": "D5", "random": "B3"}
+#: the "random subset with the same soft labels" of each soft-label method (CDA shares SRe2L's teacher labels)
+RELABELLED_RANDOM = {"sre2l": ["method.init=real"], "cvdd": ["method.init=real"], "infer": ["method.compensate=false", "trainer.optim={}"]}
+DQ_RATIOS = [0.01, 0.05, 0.1]
+SELECT_EPOCHS = [150, 300, 600]
+DATASETS = {"digits": "scikit-learn digits 8x8: 1257 train (distillation source), 180 val (protocol choice), 360 test",
+            "fmnist": "fmnist: 55k train (distillation source), 5k val (protocol choice), 10k official test"}
+
+
+def recipe_path(dataset: str, method: str, ipc: int) -> tuple[Path, list[str]]:
+    """The recipe of (dataset, method, ipc) and the overrides it needs (digits has IPC-10 recipes only)."""
+    if dataset == "digits":
+        return ROOT / f"recipes/dd/digits/{method}.yaml", ([] if ipc == 10 or method == "dq" else [f"method.ipc={ipc}"])
+    return ROOT / f"recipes/dd/{dataset}_ipc{ipc}/{method}.yaml", []
+
+
+def has_teacher(recipe: Path) -> bool:
+    import yaml
+
+    return bool((yaml.safe_load(recipe.read_text()) or {}).get("teacher"))
+
+
+def common_overrides(args, epochs: int) -> list[str]:
+    return [f"eval.epochs={epochs}", f"eval.seeds={args.seeds}", "trainer.progress=false",
+            f"trainer.threads={args.threads}", f"eval.threads={args.threads}"]
+
+
+def select_epochs(args) -> dict:
+    import torch
+
+    from potstill.core.run import build, resolve
+    from potstill.eval.synthetic_set import select_protocol
+
+    torch.set_num_threads(args.threads)
+    recipe, extra = recipe_path(args.dataset, "random", 10)
+    cfg = resolve(recipe, extra + ["method.seed=100"])
+    method, bundle = build(cfg)
+    t0 = time.time()
+    chosen, table = select_protocol(method.export(), bundle, cfg.eval, SELECT_EPOCHS, [cfg.eval.lr], seeds=2)
+    return {"cell": "select", "epochs": chosen.epochs, "lr": chosen.lr, "table": table,
+            "wall_clock_s": round(time.time() - t0, 1)}
+
+
+def plan(args) -> list[dict]:
+    """Every cell: key, row name, method, recipe, overrides (without the teacher checkpoint)."""
+    cells = []
+    for ipc in args.ipcs:
+        for m in args.methods:
+            if m == "dq":
+                continue
+            recipe, extra = recipe_path(args.dataset, m, ipc)
+            if not recipe.is_file():
+                print(f"[skip] no recipe {recipe.relative_to(ROOT)}", flush=True)
+                continue
+            steps = [] if m == "random" else [f"trainer.steps={args.steps}"] * bool(args.steps)
+            if m == "cda" and args.steps:
+                steps.append(f"method.curriculum_steps={args.steps}")
+            cells.append({"cell": f"{m}/ipc{ipc}", "row": m, "method": m, "ipc": ipc, "recipe": recipe,
+                          "overrides": extra + steps})
+            if m in RELABELLED_RANDOM:
+                cells.append({"cell": f"random+{m}_labels/ipc{ipc}", "row": f"random + {m} labels", "method": m,
+                              "ipc": ipc, "recipe": recipe,
+                              "overrides": extra + RELABELLED_RANDOM[m] + ["trainer.steps=0"]})
+    if "dq" in args.methods:
+        recipe, _ = recipe_path(args.dataset, "dq", 0)
+        if recipe.is_file():
+            for r in DQ_RATIOS:
+                tag = f"r{round(100 * r)}"
+                cells.append({"cell": f"dq/{tag}", "row": "dq", "method": "dq", "ipc": 0, "ratio": r,
+                              "recipe": recipe, "overrides": [f"method.ratio={r}"]})
+                cells.append({"cell": f"random_ratio/{tag}", "row": "random (same ratio)", "method": "dq", "ipc": 0,
+                              "ratio": r, "recipe": recipe, "overrides": [f"method.ratio={r}", "method.bins=1"]})
+        else:
+            print(f"[skip] no DQ recipe for {args.dataset}", flush=True)
+    return cells
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
+    ap.add_argument("--ipcs", type=int, nargs="+", default=None, help="default: 10 (digits), 10 50 (fmnist)")
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per set (>= 3 for the record)")
+    ap.add_argument("--epochs", type=int, default=0, help="evaluation epochs (0: choose on validation, cell 'select')")
+    ap.add_argument("--steps", type=int, default=0, help="smoke test: every training (teacher, recovery) N steps")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", default="")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
+    ap.add_argument("--name", default="")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    args.ipcs = args.ipcs or ([10] if args.dataset == "digits" else [10, 50])
+    args.name = args.name or f"dd_decoupled_{args.dataset}"
+    runs = Path(args.runs or ROOT / f"benchmarks/runs/{args.name}")
+    results = Path(args.results)
+    results.mkdir(parents=True, exist_ok=True)
+    cells_path = results / f"{args.name}.cells.jsonl"
+    done = load_cells(cells_path)
+    if args.report_only:
+        report(args, done)
+        return 0
+
+    if "teacher" not in done:
+        recipe = ROOT / f"recipes/dd/teacher_bn_{args.dataset}.yaml"
+        ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
+        ov += [f"trainer.steps={args.steps}", "trainer.eval_every=0"] if args.steps else []
+        print(f"[teacher] {recipe.relative_to(ROOT)} {' '.join(ov)}", flush=True)
+        t0 = time.time()
+        s = run_recipe(recipe, ov, runs / "teacher")
+        append_cell(cells_path, done, {"cell": "teacher", "export": s["export"], "steps": s["steps"],
+                                       "val_acc": s["val"].get("acc"), "test_acc": s["test"].get("acc"),
+                                       "overrides": ov, "wall_s": round(time.time() - t0, 1)})
+    ckpt = done["teacher"]["export"]
+    if args.epochs:
+        epochs = args.epochs
+    else:
+        if "select" not in done:
+            print("[select] choosing evaluation epochs on the validation split ...", flush=True)
+            append_cell(cells_path, done, select_epochs(args))
+        epochs = done["select"]["epochs"]
+    print(f"evaluation epochs: {epochs}", flush=True)
+
+    failed = []
+    for c in plan(args):
+        if c["cell"] in done:
+            continue
+        ov = c["overrides"] + common_overrides(args, epochs)
+        if has_teacher(c["recipe"]):
+            ov.append(f"teacher.checkpoint={ckpt}")
+        print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
+        t0 = time.time()
+        try:
+            s = run_recipe(c["recipe"], ov, runs / c["cell"].replace("/", "_").replace("+", "_"))
+        except (SystemExit, Exception) as e:   # one failed cell does not stop the others; rerun to retry
+            failed.append(c["cell"])
+            print(f"[{c['cell']}] FAILED: {e}", flush=True)
+            continue
+        meta = json.loads((Path(s["export"]).with_suffix(".json")).read_text())
+        grid = Path(s["export"]).parent / "synthetic.png"
+        if grid.is_file():
+            (results / args.name).mkdir(exist_ok=True)
+            shutil.copyfile(grid, results / args.name / f"{c['cell'].replace('/', '_').replace('+', '_')}.png")
+        ev = s["eval"]
+        rec = {"cell": c["cell"], "row": c["row"], "method": c["method"], "ipc": c["ipc"], "ratio": c.get("ratio"),
+               "recipe": str(c["recipe"].relative_to(ROOT)), "overrides": ov, "steps": s["steps"],
+               "distill_s": s["wall_clock_s"], "peak_rss_mib": s.get("peak_rss_mib"),
+               "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
+               "eval_model": ev["settings"]["model"].get("name"), "images": meta["images_shape"][0],
+               "stored_images": meta.get("stored_images", meta["images_shape"][0]),
+               "label_bytes": s["label_bytes"], "soft_labels": bool(s["soft_labels"]), "labels": meta.get("labels", ""),
+               "machine": s.get("machine"), "cell_wall_s": round(time.time() - t0, 1)}
+        append_cell(cells_path, done, rec)
+        report(args, done)
+        print(f"[{c['cell']}] test {stat(rec['test_acc'])['mean']:.2f}  label bytes {rec['label_bytes']}", flush=True)
+    report(args, done)
+    if failed:
+        print("failed cells (rerun the same command to retry): " + ", ".join(failed), flush=True)
+        return 1
+    return 0
+
+
+def report(args, done: dict) -> None:
+    cells = [v for k, v in done.items() if k not in ("select", "teacher")]
+    if not cells:
+        return
+    metrics, baselines = {}, {}
+    for c in cells:
+        k = c["cell"]
+        target = baselines if c["cell"].startswith("random") else metrics
+        target[f"{k}/test_acc"] = stat(c["test_acc"])
+        target[f"{k}/val_acc"] = stat(c["val_acc"])
+        target[f"{k}/label_bytes"] = stat([c["label_bytes"]])
+        target[f"{k}/stored_images"] = stat([c["stored_images"]])
+        target[f"{k}/distill_s"] = stat([c["distill_s"]])
+    sel, teacher = done.get("select"), done.get("teacher")
+    epochs = sel["epochs"] if sel else args.epochs
+    machines = sorted({c.get("machine") or "?" for c in cells})
+    smoke = f" SMOKE TEST: every training shortened to {args.steps} steps - not a result." if args.steps else ""
+    result = {
+        "catalog_ids": sorted({CATALOG[c["method"]] for c in cells} - {"B3"}),
+        "command": f"python benchmarks/dd_decoupled.py --dataset {args.dataset} --ipcs {' '.join(map(str, args.ipcs))}"
+                   + (f" --steps {args.steps}" if args.steps else "") + (f" --epochs {args.epochs}" if args.epochs else ""),
+        "dataset": DATASETS[args.dataset],
+        "seeds": list(range(args.seeds)),
+        "metrics": metrics, "baselines": baselines,
+        "wall_clock_s": round(sum(c["cell_wall_s"] for c in cells) + (sel or {}).get("wall_clock_s", 0)
+                              + (teacher or {}).get("wall_s", 0), 1),
+        "machine": " | ".join(machines), "date": time.strftime("%Y-%m-%d"),
+        "notes": (f"Protocol dd-v1 (soft cross-entropy for soft labels), {epochs} evaluation epochs "
+                  f"({'chosen on the validation split, candidates ' + str(SELECT_EPOCHS) if sel else 'given'}), "
+                  f"evaluation seeds 0..{args.seeds - 1}. Batch-norm teacher: recipes/dd/teacher_bn_{args.dataset}.yaml "
+                  f"(test acc {(teacher or {}).get('test_acc')}). 'random + X labels' rows: random real images "
+                  "relabelled by X's teacher(s) the same way (SRe2L's also stand for CDA, same teacher and relabelling). "
+                  "Soft labels are stored once per image (N x K float32), not per crop per epoch as in the papers. "
+                  "DQ rows: keep ratio of every class, GraphCut bins on the ConvNet teacher's embedding, judged on "
+                  "the recipe's ResNet; 'random (same ratio)' = uniform subset (bins=1) under the same evaluation; "
+                  "no patch dropping / MAE." + smoke),
+    }
+    write_result(Path(args.results) / f"{args.name}.json", result)
+    lines = ["## Test accuracy (%), mean ± std over evaluation seeds, with label storage", "",
+             "| row | budget | eval net | test acc | val acc | images trained on | images stored | label bytes |",
+             "|---|---|---|---|---|---|---|---|"]
+    for c in sorted(cells, key=lambda c: (c["ipc"], c.get("ratio") or 0, c["method"], c["row"])):
+        budget = f"IPC {c['ipc']}" if not c.get("ratio") else f"{100 * c['ratio']:g}% per class"
+        t, v = stat(c["test_acc"]), stat(c["val_acc"])
+        lines.append(f"| {c['row']} | {budget} | {c['eval_model']} | {t['mean']:.2f} ± {t['std']:.2f} | "
+                     f"{v['mean']:.2f} | {c['images']} | {c['stored_images']} | {c['label_bytes']} |")
+    lines += ["", "## Cost per cell", "", "| cell | steps | distill s | eval s | peak RSS MiB |", "|---|---|---|---|---|"]
+    lines += [f"| {c['cell']} | {c['steps']} | {c['distill_s']:.1f} | {c['eval_s']:.1f} | {c['peak_rss_mib']} |"
+              for c in cells]
+    if sel:
+        lines += ["", "## Evaluation epochs chosen on validation (random IPC-10 subset, 2 seeds)", "",
+                  "| epochs | val acc | s |", "|---|---|---|"]
+        lines += [f"| {t['epochs']} | {t['val_acc']:.2f} | {t['wall_clock_s']:.0f} |" for t in sel["table"]]
+    lines += ["", "Machines: " + "; ".join(machines) + "."]
+    write_markdown(Path(args.results) / f"{args.name}.md", result,
+                   f"Decoupled dataset distillation on {args.dataset} (protocol dd-v1)", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
