@@ -122,7 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="training seeds (each measured with the same sampling seed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher", default=None, help="an existing edm_toy2d teacher run (default: train one under --runs)")
-    ap.add_argument("--steps", type=int, default=None, help="override every student's trainer.steps (smoke tests)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="override every student's trainer.steps (a shorter, equal budget; or a smoke test)")
     ap.add_argument("--teacher-steps", type=int, default=None, help="override the teacher's trainer.steps (smoke tests)")
     ap.add_argument("--only", nargs="*", default=None, help=f"a subset of the students: {' '.join(STUDENTS)}")
     args = ap.parse_args(argv)
@@ -269,9 +270,9 @@ def report(args, cells, train_s, curves=None) -> None:
                          f"{_fmt(m['retained_label_acc'], 3)} | {_fmt(m['retained_high_quality'], 3)} |")
     lines += curve_lines(args, curves or {})
     command = "python benchmarks/gen_sid.py" + (f" --teacher {args.teacher}" if args.teacher else "")
-    if args.steps or args.teacher_steps or args.only:
-        command += " (smoke: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                          [("steps", args.steps), ("teacher_steps", args.teacher_steps), ("only", args.only)] if v) + ")"
+    if args.steps or args.teacher_steps:   # a shorter budget, the same for every student
+        command += " " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                  [("steps", args.steps), ("teacher_steps", args.teacher_steps)] if v)
     result = {
         "catalog_ids": ["G1", "G4", "G16", "G19"] + [g for who, g in (("swiftbrush", "G14"), ("msd4", "G3"),
                                                                      ("disback", "G11")) if who in cells],
@@ -282,7 +283,8 @@ def report(args, cells, train_s, curves=None) -> None:
         "wall_clock_s": round(sum(sum(v) for v in train_s.values()), 1),
         "machine": machine() + f", {args.threads} torch threads", "date": time.strftime("%Y-%m-%d"),
         "notes": ("Teacher = baselines (EDM recipe edm_toy2d, Heun 18 steps = 35 NFE). Every student uses the same "
-                  "trainer budget as dmd2_toy2d (5000 steps, batch 256, Adam lr 1e-4, betas 0/0.999); DMD2 updates its "
+                  f"trainer budget ({args.steps or 5000} steps; the recipes hold dmd2_toy2d's 5000), batch 256, Adam lr 1e-4, "
+                  "betas 0/0.999; DMD2 updates its "
                   "generator every 5th step (its TTUR), SiD/SIM/SFD update fake score and generator one to one as in "
                   "the SiD paper, so they make 5x more generator updates - the train_s column shows the cost. Students "
                   "trained with seeds 0..n-1, each measured with the sampling seed of the same index. SiD family: "
