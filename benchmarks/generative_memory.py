@@ -57,8 +57,8 @@ def one(method: str, batch: int, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=g)[:batch]
     batch_d = {"x": train.x[idx].to(dev), "y": train.y[idx].to(dev)}
-    if getattr(train, "index", None) is not None:   # DMD's regression pairs are looked up by index
-        batch_d["index"] = train.index[idx]
+    # DMD looks its regression pairs up by the example index (what the trainer's batches carry)
+    batch_d["index"] = train.index[idx] if getattr(train, "index", None) is not None else idx
     groups = m.param_groups()
     params = sum(p.numel() for ps in groups.values() for p in ps)
     if dev == "cuda":
