@@ -39,7 +39,7 @@ METHODS = ["random", "dm", "mtt", "ftd", "datm", "datm-hard", "ast"]
 CATALOG = {"random": "B3", "dm": "B5", "mtt": "B6", "ftd": "D10", "datm": "D6", "ast": "D8"}
 BUFFER_OF = {"mtt": "plain", "datm": "plain", "ftd": "flat", "ast": "smooth"}
 ABLATION = {"smooth": "method.smooth_experts=false", "repr_init": "method.representative_init=false",
-            "balanced": "method.balanced_loss=false", "intermediate": "method.intermediate_matching=off",
+            "balanced": "method.balanced_loss=false", "intermediate": "method.intermediate_matching=none",
             "perturb": "method.weight_perturbation=0"}
 #: per-IPC overrides of the trajectory recipes (the recipes hold IPC 10). DATM's window follows
 #: its paper: early and fixed for IPC 1, growing for IPC 10 and 50.

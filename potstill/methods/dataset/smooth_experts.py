@@ -70,13 +70,13 @@ class ASTConfig(MTTConfig):
     smooth_experts: bool = True
     representative_init: bool = True
     balanced_loss: bool = True
-    intermediate_matching: Literal["off", "equal", "adaptive"] = "equal"
+    intermediate_matching: Literal["none", "equal", "adaptive"] = "equal"
     weight_perturbation: float = 1.0          # alpha; 0 = off
 
     def __post_init__(self):
         super().__post_init__()
-        if self.intermediate_matching not in ("off", "equal", "adaptive"):
-            raise ValueError(f"intermediate_matching must be off, equal or adaptive, not {self.intermediate_matching!r}")
+        if self.intermediate_matching not in ("none", "equal", "adaptive"):
+            raise ValueError(f"intermediate_matching must be none, equal or adaptive, not {self.intermediate_matching!r}")
         if self.weight_perturbation < 0:
             raise ValueError("weight_perturbation must be >= 0")
 
@@ -139,7 +139,7 @@ class AST(MTT):
     def intermediate_points(self) -> list[tuple[int, int, float]]:
         """(student step n_i, expert epoch offset i, weight beta_i) for i = 1..M-1."""
         m, n = self.cfg.expert_epochs, self.cfg.syn_steps
-        if self.cfg.intermediate_matching == "off" or m < 2:
+        if self.cfg.intermediate_matching == "none" or m < 2:
             return []
         return [((n // m) * i, i, 1.0 if self.cfg.intermediate_matching == "equal" else i / m) for i in range(1, m)]
 
