@@ -248,10 +248,16 @@ def report(args, cells, train_s, curves=None) -> None:
     for who, cs in cells.items():
         target = baselines if who == "teacher" else metrics
         keys = [k for k in BASE + CLASS + FORGET if k in cs[0]]
-        row = {k: stat([c[k] for c in cs]) for k in keys}
+        # a figure can be undefined for a seed (spread: no sample within 3 std of its mode): the
+        # stat is over the seeds where it is defined (n says how many), or absent ("–") if none
+        row = {}
+        for k in keys:
+            vals = [c[k] for c in cs if c[k] is not None and math.isfinite(c[k])]
+            row[k] = stat(vals) if vals else {"mean": float("nan"), "std": float("nan"), "n": 0}
         row["train_s"] = stat(train_s[who])
         for k, v in row.items():
-            target[f"{who}/{k}"] = v
+            if v["n"] > 0:
+                target[f"{who}/{k}"] = v
         rows.append((who, cs[0]["sampler"], cs[0]["steps"], row))
     n = len(next(iter(cells.values())))
     lines = [f"## Sample quality (mean ± std over {n} seeds; 5,000 samples per model vs 5,000 test points)", "",

@@ -17,7 +17,7 @@ MTT with five changes, each switchable for the ablation:
   slower parts of the trajectory get larger steps.
 * ``intermediate_matching`` (sec. 3.4): besides the end point, student step n_i = floor(N/M) i
   is matched to expert epoch s + i for i = 1..M-1, each normalised like eq. 2 and weighted by
-  beta_i = 1 (``equal``) or i/M (``adaptive``).
+  beta_i = 1 (``equal``) or i/M (``adaptive``); ``none`` switches it off.
 * ``weight_perturbation`` (sec. 3.4): every iteration the student's start is perturbed, conv
   weights only: W <- W + alpha (d / ||d||_F) * W with d ~ N(0, I), alpha = 1; the perturbed
   start is also the denominator's start.
