@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                 rows.append(done[(m, b, s)])
     metrics = {}
     for r in rows:
-        k = f"{r['method']}/batch{r['batch']}"
+        k = f"batch{r['batch']}/{r['method']}"      # the setting first: rows compare within it
         metrics.setdefault(k + "/peak_growth_mib", []).append(r["peak_growth_mib"])
         metrics.setdefault(k + "/seconds", []).append(r["seconds"])
     metrics = {k: stat(v) for k, v in metrics.items()}
@@ -126,7 +126,7 @@ def main(argv=None) -> int:
              "| method | trainable parameters (groups) | " + " | ".join(f"batch {b}" for b in args.batches) + " |",
              "|---|---|" + "---|" * len(args.batches)]
     for m in args.methods:
-        cells = [metrics[f"{m}/batch{b}/peak_growth_mib"] for b in args.batches]
+        cells = [metrics[f"batch{b}/{m}/peak_growth_mib"] for b in args.batches]
         n, groups = params[m]
         lines.append(f"| {m} | {n / 1e6:.2f} M ({', '.join(groups)}) | " +
                      " | ".join(f"{c['mean']:.0f} ± {c['std']:.0f}" for c in cells) + " |")

@@ -111,7 +111,7 @@ def main(argv=None) -> int:
                 rows.append(done[(mode, ipc, steps, seed)])
     metrics = {}
     for r in rows:
-        k = f"{r['mode']}/ipc{r['ipc']}/N{r['steps']}"
+        k = f"ipc{r['ipc']}/N{r['steps']}/{r['mode']}"      # the setting first: rows compare within it
         metrics.setdefault(k + "/peak_growth_mib", []).append(r["peak_growth_mib"])
         metrics.setdefault(k + "/seconds", []).append(r["seconds"])
     metrics = {k: stat(v) for k, v in metrics.items()}
@@ -129,8 +129,8 @@ def main(argv=None) -> int:
     lines = ["## Peak memory growth of one iteration (MiB), mean over seeds", "",
              "| IPC | N | full | recompute | full s | recompute s |", "|---|---|---|---|---|---|"]
     for ipc, steps in cells:
-        f, r = metrics[f"full/ipc{ipc}/N{steps}/peak_growth_mib"], metrics[f"recompute/ipc{ipc}/N{steps}/peak_growth_mib"]
-        fs, rs = metrics[f"full/ipc{ipc}/N{steps}/seconds"], metrics[f"recompute/ipc{ipc}/N{steps}/seconds"]
+        f, r = metrics[f"ipc{ipc}/N{steps}/full/peak_growth_mib"], metrics[f"ipc{ipc}/N{steps}/recompute/peak_growth_mib"]
+        fs, rs = metrics[f"ipc{ipc}/N{steps}/full/seconds"], metrics[f"ipc{ipc}/N{steps}/recompute/seconds"]
         lines.append(f"| {ipc} | {steps} | {f['mean']:.0f} | {r['mean']:.0f} | {fs['mean']:.1f} | {rs['mean']:.1f} |")
     write_markdown(Path(args.results) / "trajectory_memory.md", result,
                    "Trajectory matching: memory of the unroll (full graph vs recompute)", "\n".join(lines))
