@@ -116,7 +116,7 @@ VIEWS: dict[str, View] = {
     "dd_decoupled_digits": View("Decoupled dataset distillation on digits (SRe2L, CDA, CV-DD, INFER, DQ)", PILLARS[1],
                                 (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)"),
                                  Column("label_bytes", "label bytes", 0), Column("stored_images", "images stored", 0),
-                                 Column("distill_s", "distill s", 0)), "test_acc", reference=r"^random"),
+                                 Column("distill_s", "distill s", 0)), "test_acc", reference=r"^random", plot="ipc"),
     "gen_sid_toy2d": View("Score distillation and relatives on toy2d (vs DMD2)", PILLARS[2],
                           _TOY_COLS + (Column("spread", "spread (1 = data)", 3),
                                        Column("forget_share", "forgotten-class share ↓", 3)), "swd",
