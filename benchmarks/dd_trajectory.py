@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_recipe  # noqa: E402
+from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "dm", "mtt", "ftd", "datm", "datm-hard", "ast"]
@@ -146,17 +146,10 @@ def main(argv=None) -> int:
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     cells_path = results / f"{name}.cells.jsonl"
-    done = {}
-    if cells_path.is_file():
-        for line in cells_path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["cell"]] = rec
+    done = load_cells(cells_path)
 
     def append(rec):
-        with open(cells_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        done[rec["cell"]] = rec
+        append_cell(cells_path, done, rec)
         report(args, name, done)
 
     if args.report_only:

@@ -19,7 +19,6 @@ naming the file.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,16 +28,9 @@ from typing import Any
 import torch
 
 from . import DataError
+from .synthetic_set import _sha256
 
 FORMAT = "potstill-experts-v1"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
