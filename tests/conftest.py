@@ -63,3 +63,16 @@ def build_lm_method(name, text, student=None, teacher=None, **cfg):
     student = student or build_model(TINY_LM, text.in_shape, text.num_classes)
     cls = potstill.METHODS.get(name)
     return cls.build(cls.Config(**cfg), BuildContext(data=text, student_module=student, teacher_module=teacher))
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tmp_path_factory):
+    """A 5-step toy2d EDM teacher run: the checkpoint the generative recipes' smoke tests distil from."""
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("toy2d_teacher") / "edm"
+    potstill.run_recipe(Path(__file__).resolve().parents[1] / "recipes/gen/edm_toy2d.yaml", out,
+                        ["trainer.steps=5", "trainer.progress=false", "trainer.threads=1", "trainer.eval_every=0",
+                         "trainer.batch_size=64", "student.hidden=32", "student.depth=2", "data.train_size=500",
+                         "data.val_size=64", "data.test_size=64"])
+    return out

@@ -356,16 +356,6 @@ def test_config_validation_names_the_key(name, bad, key):
 RECIPES = ["swiftbrush_toy2d", "msd_toy2d", "msd1_toy2d", "disback_toy2d"]
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("more_teacher") / "edm"
-    potstill.run_recipe(ROOT / "recipes/gen/edm_toy2d.yaml", out,
-                        ["trainer.steps=5", "trainer.progress=false", "trainer.threads=1", "trainer.eval_every=0",
-                         "trainer.batch_size=64", "student.hidden=32", "student.depth=2", "data.train_size=500",
-                         "data.val_size=64", "data.test_size=64"])
-    return out
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_smoke_runs(recipe, tiny_teacher_run, tmp_path):
     extra = ["method.record_steps=4", "method.record_batch=16", "method.switch_every=1"] if recipe.startswith("disback") else []

@@ -290,16 +290,6 @@ def test_config_validation_names_the_key(name, bad, key):
 RECIPES = ["sid_toy2d", "sid4_toy2d", "sid_zero_toy2d", "sid_anti_toy2d", "sim_toy2d", "sfd_toy2d"]
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sid_teacher") / "edm"
-    potstill.run_recipe(ROOT / "recipes/gen/edm_toy2d.yaml", out,
-                        ["trainer.steps=5", "trainer.progress=false", "trainer.threads=1", "trainer.eval_every=0",
-                         "trainer.batch_size=64", "student.hidden=32", "student.depth=2", "data.train_size=500",
-                         "data.val_size=64", "data.test_size=64"])
-    return out
-
-
 @pytest.mark.parametrize("recipe", RECIPES)
 def test_recipe_smoke_runs(recipe, tiny_teacher_run, tmp_path):
     s = potstill.run_recipe(ROOT / f"recipes/gen/{recipe}.yaml", tmp_path / recipe,
