@@ -1,4 +1,5 @@
-"""Decoupled dataset distillation (no unrolled training): SRe2L / CDA (D4), CV-DD (D3), INFER (D7), DQ (D5).
+"""Decoupled dataset distillation (no unrolled training): SRe2L / CDA (D4), CV-DD (D3), INFER (D7), DQ (D5),
+HeLlO (D1).
 
 Same protocol and result schema as ``benchmarks/dd_fmnist.py``: every set is judged by dd-v1
 (potstill/eval/synthetic_set.py; soft labels train with soft cross-entropy), ``--seeds`` evaluation
@@ -16,6 +17,12 @@ as it finishes (rerun the same command to continue):
   zero recovery steps (SRe2L: the teacher's per-image soft labels, shared by CDA; CV-DD: the same
   committee's vote), INFER with ``method.compensate=false`` (``ipc`` real images per class with the
   same static averaged-logit labels);
+* HeLlO, on the *same images* (same recipe and seeds, only the export differs): ``hello`` (labels
+  generated online by the shipped low-rank projector; label bytes = the projector), ``hello+teacher_online``
+  (the heavy reference: the teacher relabels every augmented batch online - label bytes = what storing
+  those labels would cost, epochs x N x K float32, as counted by the protocol), ``hello+static`` (one stored
+  teacher soft label per image, N x K float32) and ``hello+prototypes`` (the unfitted projector: zero
+  fitting steps, B A = 0). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``;
 * ``random/ipc<N>`` - the hard-label random coreset (context);
 * DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
   recipe's evaluation network (a ResNet; the selection used the ConvNet teacher's embedding), next
@@ -44,10 +51,16 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
-METHODS = ["random", "sre2l", "cda", "cvdd", "infer", "dq"]
-CATALOG = {"sre2l": "D4", "cda": "D4", "cvdd": "D3", "infer": "D7", "dq": "D5", "random": "B3"}
+METHODS = ["random", "sre2l", "cda", "cvdd", "infer", "dq", "hello"]
+CATALOG = {"sre2l": "D4", "cda": "D4", "cvdd": "D3", "infer": "D7", "dq": "D5", "random": "B3", "hello": "D1"}
 #: the "random subset with the same soft labels" of each soft-label method (CDA shares SRe2L's teacher labels)
 RELABELLED_RANDOM = {"sre2l": ["method.init=real"], "cvdd": ["method.init=real"], "infer": ["method.compensate=false", "trainer.optim={}"]}
+#: rows on a method's own images with other labels: (cell tag, row, overrides, label bytes: "summary" = the
+#: set's own, "if_stored" = the per-augmentation labels the protocol generated, as if stored)
+SAME_IMAGES = {"hello": [
+    ("teacher_online", "hello images + teacher labels per augmentation (online)", ["method.labels=teacher"], "if_stored"),
+    ("static", "hello images + static teacher labels", ["method.labels=static"], "summary"),
+    ("prototypes", "hello, unfitted projector (prototypes only)", ["trainer.steps=0"], "summary")]}
 DQ_RATIOS = [0.01, 0.05, 0.1]
 SELECT_EPOCHS = [150, 300, 600]
 DATASETS = {"digits": "scikit-learn digits 8x8: 1257 train (distillation source), 180 val (protocol choice), 360 test",
@@ -108,6 +121,9 @@ def plan(args) -> list[dict]:
                 cells.append({"cell": f"random+{m}_labels/ipc{ipc}", "row": f"random + {m} labels", "method": m,
                               "ipc": ipc, "recipe": recipe,
                               "overrides": extra + RELABELLED_RANDOM[m] + ["trainer.steps=0"]})
+            for tag, row, ov, account in SAME_IMAGES.get(m, []):
+                cells.append({"cell": f"{m}+{tag}/ipc{ipc}", "row": row, "method": m, "ipc": ipc, "recipe": recipe,
+                              "overrides": extra + steps + ov, "label_bytes": account})
     if "dq" in args.methods:
         recipe, _ = recipe_path(args.dataset, "dq", 0)
         if recipe.is_file():
@@ -174,6 +190,8 @@ def main(argv=None) -> int:
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
             ov.append(f"teacher.checkpoint={ckpt}")
+        if c["method"] == "hello":
+            ov.append(f"method.encoder.cache_dir={runs / 'hello_encoder_cache'}")
         print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         try:
@@ -194,7 +212,9 @@ def main(argv=None) -> int:
                "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
                "eval_model": ev["settings"]["model"].get("name"), "images": meta["images_shape"][0],
                "stored_images": meta.get("stored_images", meta["images_shape"][0]),
-               "label_bytes": s["label_bytes"], "soft_labels": bool(s["soft_labels"]), "labels": meta.get("labels", ""),
+               "label_bytes": ev["online_labels"]["bytes_if_stored"] if c.get("label_bytes") == "if_stored"
+               else s["label_bytes"], "online_labels": ev.get("online_labels"),
+               "soft_labels": bool(s["soft_labels"]), "labels": meta.get("labels", ""),
                "machine": s.get("machine"), "cell_wall_s": round(time.time() - t0, 1)}
         append_cell(cells_path, done, rec)
         report(args, done)
@@ -241,7 +261,12 @@ def report(args, done: dict) -> None:
                   "Soft labels are stored once per image (N x K float32), not per crop per epoch as in the papers. "
                   "DQ rows: keep ratio of every class, GraphCut bins on the ConvNet teacher's embedding, judged on "
                   "the recipe's ResNet; 'random (same ratio)' = uniform subset (bins=1) under the same evaluation; "
-                  "no patch dropping / MAE." + smoke),
+                  "no patch dropping / MAE."
+                  + (" HeLlO rows share one set of images: projector labels generated online (bytes: the shipped "
+                     "low-rank projector, the frozen rotation-trained encoder not counted), the teacher relabelling "
+                     "every augmented batch online (bytes: epochs x N x K float32 if stored), static per-image teacher "
+                     "labels, and the unfitted prototype projector." if any(c["method"] == "hello" for c in cells) else "")
+                  + smoke),
     }
     write_result(Path(args.results) / f"{args.name}.json", result)
     lines = ["## Test accuracy (%), mean ± std over evaluation seeds, with label storage", "",

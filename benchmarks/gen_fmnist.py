@@ -5,6 +5,14 @@ Teacher: ``recipes/gen/edm_fmnist.yaml`` (class-conditional EDM, a 2.3M-paramete
 DMD (1 step, ``dmd_fmnist.yaml``), DMD2 (1 step and 4 steps with backward simulation,
 ``dmd2_fmnist.yaml``).
 
+``--family sid`` (result ``gen_sid_fmnist``, issue 6) trains the score-identity family from the same teacher
+under the same protocol, DMD2 as the reference row of the same run: SiD at 1, 2 and 4 steps (one few-step
+generator per row, trained on the uniform mixture of its step outputs), SiD with plain CFG 2 / Zero-CFG /
+Anti-CFG, SIM (pseudo-Huber), SFD (forgets class 0 into the safe class 8; these rows also get the share of
+forget-class samples the classifier still names class 0 and the other classes' FID), SwiftBrush (LoRA fake
+score, image-free), MSD with 4 students vs 1 student of the same size and 4 smaller students with
+teacher-score-matching pretraining, and DisBack.
+
 Metrics, per sampling seed (``--n`` samples conditioned on the labels of the first ``--n`` test
 images, so the class proportions match the reference), against the 10,000 official test images:
 
@@ -23,6 +31,8 @@ for a machine that cannot run the recipes' full step counts; the steps reached a
 
     python benchmarks/gen_fmnist.py                      # the recipes' full budgets (a GPU)
     python benchmarks/gen_fmnist.py --teacher-time 240 --student-time 150 --jobs 3
+    python benchmarks/gen_fmnist.py --family sid --teacher benchmarks/assets/edm_fmnist \
+        --classifier benchmarks/assets/fid_fmnist --student-time 600 --jobs 4      # a GPU
 """
 from __future__ import annotations
 
@@ -49,9 +59,33 @@ STUDENTS = {  # name: (recipe, overrides)
     "dmd2": ("dmd2_fmnist.yaml", []),
     "dmd2_4step": ("dmd2_fmnist.yaml", ["method.steps=4"]),
 }
-CATALOG = {"dmd": "B9", "dmd2": "G4"}
+#: the score-identity family (issue 6; ``--family sid``, result ``gen_sid_fmnist``), DMD2 as the reference row
+SID_STUDENTS = {
+    "dmd2": ("dmd2_fmnist.yaml", []),
+    "sid": ("sid_fmnist.yaml", []),
+    "sid_2step": ("sid_fmnist.yaml", ["method.steps=2", "method.schedule=strided"]),
+    "sid_4step": ("sid_fmnist.yaml", ["method.steps=4", "method.schedule=strided"]),
+    "sid_cfg2": ("sid_fmnist.yaml", ["method.guidance=2.0"]),
+    "sid_zero": ("sid_fmnist.yaml", ["method.guidance_mode=zero"]),
+    "sid_anti": ("sid_fmnist.yaml", ["method.guidance_mode=anti", "method.fake_label_dropout=0.1"]),
+    "sim": ("sim_fmnist.yaml", []),
+    "sfd": ("sfd_fmnist.yaml", []),
+    "swiftbrush": ("swiftbrush_fmnist.yaml", []),
+    "msd4": ("msd_fmnist.yaml", []),
+    "msd1": ("msd_fmnist.yaml", ["method.students=1"]),
+    "msd4_small": ("msd_small_fmnist.yaml", []),
+    "disback": ("disback_fmnist.yaml", []),
+}
+STUDENTS.update({k: v for k, v in SID_STUDENTS.items() if k not in STUDENTS})
+FAMILIES = {"core": ["dmd", "dmd2", "dmd2_4step"], "sid": list(SID_STUDENTS)}
+CATALOG = {"dmd": "B9", "dmd2": "G4", "sid": "G1", "sim": "G16", "sfd": "G19", "swiftbrush": "G14", "msd4": "G3",
+           "msd1": "G3", "disback": "G11"}
+#: SFD forgets class 0 (T-shirt/top -> safe class 8, bag; recipes/gen/sfd_fmnist.yaml); these rows get the forgetting figures
+FORGET_CLASSES, SAFE_CLASS = (0,), 8
+FORGET_ROWS = ("teacher/heun18", "sid/", "sfd/")
 TEACHER_PLANS = [("euler", 1), ("euler", 2), ("euler", 4), ("euler", 8), ("heun", 18)]
 METRICS = ("fid", "precision", "recall", "class_acc", "nfe", "s_per_1000")
+FORGET_METRICS = ("forget_share", "safe_share", "retained_fid")
 
 
 def train(recipe: str, overrides: list[str], out: Path, log: Path | None = None) -> dict:
@@ -93,15 +127,31 @@ def score(x: torch.Tensor, cond: torch.Tensor, classifier, ref_feats: torch.Tens
     return {"fid": frechet_distance(feats, ref_feats), **pr, "class_acc": float((pred == cond).double().mean() * 100)}
 
 
+def forget_scores(x: torch.Tensor, cond: torch.Tensor, classifier, ref: torch.Tensor, ref_y: torch.Tensor) -> dict:
+    """SFD's figures: the share of forget-class samples the classifier names a forget class (0 = forgotten) or the
+    safe class, and the FID of the other classes' samples against the other classes' test images."""
+    dev = next(classifier.parameters()).device
+    with torch.no_grad():
+        pred = torch.cat([classifier(x[i:i + 1000].to(dev)).argmax(1).cpu() for i in range(0, len(x), 1000)])
+    forget = torch.tensor(FORGET_CLASSES)
+    f, keep_ref = torch.isin(cond, forget), ~torch.isin(ref_y, forget)
+    return {"forget_share": float(torch.isin(pred[f], forget).double().mean() * 100),
+            "safe_share": float((pred[f] == SAFE_CLASS).double().mean() * 100),
+            "retained_fid": frechet_distance(fid_features(classifier, x[~f]), fid_features(classifier, ref[keep_ref]))}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/gen_fmnist"))
+    ap.add_argument("--runs", default="")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="gen_fmnist")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="core",
+                    help="core: DMD / DMD2 (result gen_fmnist); sid: the score-identity family with DMD2 as the "
+                         "reference row (result gen_sid_fmnist, runs under benchmarks/runs/gen_sid_fmnist)")
+    ap.add_argument("--name", default="")
     ap.add_argument("--teacher", default="", help="an exported teacher to use instead of training one "
                                                    "(e.g. benchmarks/assets/edm_fmnist)")
     ap.add_argument("--classifier", default="", help="an exported feature classifier (default: train the recipe)")
-    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
+    ap.add_argument("--students", nargs="+", default=None, choices=list(STUDENTS), help="default: the family's")
     ap.add_argument("--seeds", type=int, default=3, help="sampling seeds")
     ap.add_argument("--n", type=int, default=10000, help="samples per seed")
     ap.add_argument("--batch", type=int, default=1000, help="samples per sampler call")
@@ -112,6 +162,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="students trained at once")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
+    args.name = args.name or {"core": "gen_fmnist", "sid": "gen_sid_fmnist"}[args.family]
+    args.runs = args.runs or str(ROOT / "benchmarks/runs" / args.name)
+    args.students = args.students or FAMILIES[args.family]
     torch.set_num_threads(args.threads)
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -181,8 +234,12 @@ def main(argv=None) -> int:
                 continue
             cond = cond_all[:n]
             x, nfe, s1000 = generate(d, sampler, sig, cond, seed, args.batch, device)
+            extra = {}
+            if args.family == "sid" and key.startswith(FORGET_ROWS):
+                extra = forget_scores(x, cond, classifier, ref, cond_all)
             append_cell(cells_path, done, {"cell": key, "model": who, "sampler": sampler, "steps": steps, "seed": seed,
-                                      **score(x, cond, classifier, ref_feats), "nfe": nfe, "s_per_1000": s1000})
+                                      **score(x, cond, classifier, ref_feats), "nfe": nfe, "s_per_1000": s1000,
+                                      **extra})
             print(key, {k: round(v, 3) if isinstance(v, float) else v for k, v in done[key].items() if k != "cell"},
                   flush=True)
     report(args, done, plans, summaries, runs, device)
@@ -200,8 +257,9 @@ def report(args, done, plans, summaries, runs, device) -> None:
         if not cells:
             continue
         key = f"{who}/{sampler}{steps}" if who != "data" else "data/val"
-        agg = {m: stat([c[m] for c in cells]) for m in METRICS}
-        for m in METRICS:
+        names = METRICS + tuple(m for m in FORGET_METRICS if all(m in c for c in cells))
+        agg = {m: stat([c[m] for c in cells]) for m in names}
+        for m in names:
             (metrics if who not in ("teacher", "data") else baselines)[f"{key}/{m}"] = agg[m]
         rows.append((who, sampler, steps, agg))
     train_info = {}
@@ -219,6 +277,14 @@ def report(args, done, plans, summaries, runs, device) -> None:
         lines.append(f"| {who} | {sampler} {steps} | {m['nfe']['mean']:.0f} | {m['fid']['mean']:.2f} ± {m['fid']['std']:.2f} | "
                      f"{ratio} | {m['precision']['mean']:.3f} | {m['recall']['mean']:.3f} | {m['class_acc']['mean']:.1f} | "
                      f"{m['s_per_1000']['mean']:.3f} | {speed} |")
+    forget_rows = [(w, sm, k, m) for w, sm, k, m in rows if "forget_share" in m]
+    if forget_rows:
+        lines += ["", f"## Forgetting (SFD forgets class {FORGET_CLASSES[0]}, safe class {SAFE_CLASS}; by the FID classifier)", "",
+                  "| model | sampler | forget-class samples named a forget class % | ... named the safe class % | "
+                  "FID of the other classes |", "|---|---|---|---|---|"]
+        lines += [f"| {w} | {sm} {k} | {m['forget_share']['mean']:.2f} ± {m['forget_share']['std']:.2f} | "
+                  f"{m['safe_share']['mean']:.2f} | {m['retained_fid']['mean']:.2f} ± {m['retained_fid']['std']:.2f} |"
+                  for w, sm, k, m in forget_rows]
     lines += ["", "## Training", "", "| run | steps | s | stopped |", "|---|---|---|---|"]
     lines += [f"| {k} | {v['steps']} | {v['train_s']} | {v['stopped'] or ''} |" for k, v in train_info.items()]
     lines += ["", f"![samples]({args.name}.png)"]
@@ -237,8 +303,9 @@ def report(args, done, plans, summaries, runs, device) -> None:
                   + json.dumps(train_info)),
     }
     write_result(Path(args.results) / f"{args.name}.json", result)
-    write_markdown(Path(args.results) / f"{args.name}.md", result,
-                   "Generative distillation on Fashion-MNIST: EDM teacher vs few-step students", "\n".join(lines))
+    title = {"core": "Generative distillation on Fashion-MNIST: EDM teacher vs few-step students",
+             "sid": "Score-identity family on Fashion-MNIST (SiD, SIM, SFD, SwiftBrush, MSD, DisBack) vs DMD2"}[args.family]
+    write_markdown(Path(args.results) / f"{args.name}.md", result, title, "\n".join(lines))
     grid(args, plans, device)
     print("\n".join(lines))
 

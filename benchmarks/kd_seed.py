@@ -27,11 +27,25 @@ Part ``lelp`` (K10): Fashion-MNIST regrouped into 2 classes (even vs odd class i
 (class id mod 3), so each class hides several real ones; a ConvNet-128 teacher per task (1170
 steps), ConvNet-32 students (780 steps): scratch, Hinton KD, LELP with k = 5.
 
+Part ``mae`` (K18 DMAE, K1 Hybrid Distill; ``recipes/kd/vit_*.yaml``, ``mae_fmnist.yaml``,
+``dmae_fmnist.yaml``, ``hybrid_fmnist.yaml``): small ViTs on 10k labelled Fashion-MNIST images
+(7×7 patches, 16 tokens). Teachers (seed 0): a supervised ViT (width 128, depth 6; T_c and the KD
+teacher) and the same ViT pretrained as a masked autoencoder (T_m, DMAE's teacher). Student: ViT
+width 64, depth 4. Rows per seed: ``scratch`` and ``kd`` (Hinton KD from the supervised teacher)
+train for 2340 labelled steps; the others pretrain 1560 steps without labels, then fine-tune 780
+steps (``vit_finetune_fmnist.yaml``): ``mae``, ``dmae`` (mask 0.75), ``dmae_m90`` (mask 0.9, 2 of
+16 patches visible), ``feat_tc`` (T_c features only), ``rel_tm`` (T_m relations only), ``hybrid``
+(both). Each pretrained encoder is also linear-probed (logistic regression on frozen features).
+Cost columns: student forward GFLOP over the whole training, teacher forward GFLOP as run (the KD
+teacher is cached: one pass over the 10k images) and its fraction of a whole-teacher forward pass
+on every example the student trains on.
+
 Hyperparameters are fixed in the recipes before the run; the last step is evaluated (no test-set
 early stopping). Resumable cell by cell.
 
-    python benchmarks/kd_seed.py --seeds 3                 # both parts
+    python benchmarks/kd_seed.py --seeds 3                 # every part
     python benchmarks/kd_seed.py --part quant --seeds 3
+    python benchmarks/kd_seed.py --part mae --seeds 3
 """
 from __future__ import annotations
 
@@ -244,6 +258,154 @@ def lelp_part(args, done, cells_path, runs: Path) -> None:
                 report(args, done)
 
 
+MAE_ROWS = {   # name: (recipe under recipes/kd, overrides, pretrained then fine-tuned?)
+    "scratch": ("vit_scratch_fmnist.yaml", [], False),
+    "kd": ("vit_kd_fmnist.yaml", [], False),
+    "mae": ("mae_fmnist.yaml", [], True),
+    "dmae": ("dmae_fmnist.yaml", [], True),
+    "dmae_m90": ("dmae_fmnist.yaml", ["method.mask_ratio=0.9"], True),
+    "feat_tc": ("hybrid_fmnist.yaml", ["method.relation_weight=0"], True),
+    "rel_tm": ("hybrid_fmnist.yaml", ["method.feature_weight=0", "method.mask_by=mim"], True),
+    "hybrid": ("hybrid_fmnist.yaml", [], True),
+}
+MAE_BASELINES = ("teacher_sup", "teacher_mim", "scratch", "kd", "mae")
+
+
+def _vit_costs(run: Path, summary: dict) -> dict:
+    """Forward GFLOPs of a run from its resolved config: its student over all steps, its teacher (cached) if any."""
+    import yaml
+
+    from potstill.models import build_model
+    from potstill.models.vit import model_flops
+
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    student = build_model(cfg["student"], (1, 28, 28), 10)
+    n = summary["steps"] * cfg["trainer"]["batch_size"]
+    out = {"student_gflop": n * model_flops(student, 1 + student.num_patches) / 1e9}
+    if cfg.get("teacher"):
+        teacher = build_model(cfg["teacher"]["model"], (1, 28, 28), 10)
+        full = model_flops(teacher, 1 + teacher.num_patches)
+        rows = summary["train_rows"] if cfg["teacher"].get("cache") else n     # a cache runs the teacher once per row
+        out.update(teacher_gflop=rows * full / 1e9, teacher_cost_fraction=rows / n)
+    return out
+
+
+def mae_part(args, done, cells_path, runs: Path) -> None:
+    """K18 DMAE and K1 Hybrid Distill on Fashion-MNIST with small ViTs (teachers trained here, seed 0)."""
+    from potstill.core.run import load_model
+    from potstill.data import load_dataset
+    from potstill.methods.kd.mae import linear_probe
+
+    rdir = ROOT / "recipes/kd"
+    common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
+    pre_steps = args.mae_steps or 1560                 # pretraining; fine-tuning is half, labelled rows both
+    sized = (lambda n: [f"trainer.steps={n}"]) if args.mae_steps else (lambda n: [])
+    ft_steps, full_steps = pre_steps // 2, pre_steps + pre_steps // 2
+    t_sup, t_mim = runs / "mae_teacher_sup", runs / "mae_teacher_mim"
+    data = None
+
+    def probe(run: Path) -> dict:
+        nonlocal data
+        data = data or load_dataset({"name": "fmnist", "val_size": 5000, "train_size": 10000})
+        import torch
+
+        torch.set_num_threads(args.threads)
+        t0 = time.time()
+        acc = linear_probe(load_model(run), data.train, {"val": data.val, "test": data.test})
+        return {"probe_val_acc": acc["val"], "probe_test_acc": acc["test"], "probe_s": round(time.time() - t0, 1)}
+
+    for row, recipe, run in (("teacher_sup", "vit_teacher_fmnist.yaml", t_sup),
+                             ("teacher_mim", "vit_mae_teacher_fmnist.yaml", t_mim)):
+        t0 = time.time()
+        s = run_recipe(rdir / recipe, common + ["trainer.seed=0"] + sized(pre_steps), run)
+        key = f"mae/fmnist/{row}/seed0"
+        if key not in done:
+            rec = {"cell": key, "part": "mae", "setting": "fmnist", "row": row, "seed": 0, "train_s": s["wall_clock_s"],
+                   "params": s["params"], "machine": s.get("machine"), **probe(run)}
+            if row == "teacher_sup":
+                rec.update(test_acc=s["test"]["acc"], val_acc=s["val"]["acc"])
+            else:
+                rec.update(knn_test_acc=s["test"]["knn_acc"], student_gflop=s["val"]["train_student_fwd_gflop"])
+            append_cell(cells_path, done, {**rec, "cell_s": round(time.time() - t0, 1)})
+    teachers = {"teacher": [f"teacher.checkpoint={t_sup}/export/model.safetensors"],
+                "mim": [f"method.mim_teacher.checkpoint={t_mim}/export/model.safetensors"],
+                "dmae": [f"teacher.checkpoint={t_mim}/export/model.safetensors"]}
+    for seed in range(args.seeds):
+        for row, (recipe, ov, pretrain) in MAE_ROWS.items():
+            key = f"mae/fmnist/{row}/seed{seed}"
+            if key in done:
+                continue
+            t0 = time.time()
+            sd = [f"trainer.seed={seed}"]
+            tov = (teachers["dmae"] if recipe.startswith("dmae") else
+                   teachers["teacher"] + teachers["mim"] if recipe.startswith("hybrid") else
+                   teachers["teacher"] + [f"teacher.cache_dir={runs / 'cache'}"] if row == "kd" else [])
+            rec = {"cell": key, "part": "mae", "setting": "fmnist", "row": row, "seed": seed}
+            if not pretrain:
+                run = runs / f"mae_{row}_s{seed}"
+                s = run_recipe(rdir / recipe, common + ov + tov + sd + sized(full_steps), run)
+                rec.update(test_acc=s["test"]["acc"], val_acc=s["val"]["acc"], train_s=s["wall_clock_s"],
+                           **_vit_costs(run, s))
+            else:
+                pre = runs / f"mae_{row}_pre_s{seed}"
+                p = run_recipe(rdir / recipe, common + ov + tov + sd + sized(pre_steps), pre)
+                ft = runs / f"mae_{row}_ft_s{seed}"
+                s = run_recipe(rdir / "vit_finetune_fmnist.yaml", common + sd + sized(ft_steps)
+                               + [f"method.student_init={pre}/export/model.safetensors"], ft)
+                c = _vit_costs(ft, s)
+                rec.update(test_acc=s["test"]["acc"], val_acc=s["val"]["acc"], knn_test_acc=p["test"]["knn_acc"],
+                           pretrain_s=p["wall_clock_s"], finetune_s=s["wall_clock_s"],
+                           train_s=p["wall_clock_s"] + s["wall_clock_s"],
+                           student_gflop=p["val"]["train_student_fwd_gflop"] + c["student_gflop"], **probe(pre))
+                if "train_teacher_fwd_gflop" in p["val"]:
+                    rec.update(teacher_gflop=p["val"]["train_teacher_fwd_gflop"],
+                               teacher_cost_fraction=p["val"]["teacher_cost_fraction"])
+            rec.update(machine=s.get("machine"), cell_s=round(time.time() - t0, 1))
+            append_cell(cells_path, done, rec)
+            print(key, round(rec["test_acc"], 4), flush=True)
+            report(args, done)
+
+
+def _mae_lines(groups: dict) -> list[str]:
+    def cell(row, k, scale=1.0, fmt="{:.2f}"):
+        cs = [c for c in groups.get(("mae", "fmnist", row), []) if k in c]
+        if not cs:
+            return "–"
+        st = stat([scale * c[k] for c in cs])
+        return (fmt.format(st["mean"]) + (f" ± {fmt.format(st['std'])}" if st["n"] > 1 else "")) if st else "–"
+
+    rows = ["teacher_sup", "teacher_mim", *MAE_ROWS]
+    lines = ["", "## Masked pretraining distillation with ViTs (K18 DMAE, K1 Hybrid Distill), Fashion-MNIST 10k labels", "",
+             ("| row | fine-tuned test acc (%) | linear probe test acc (%) | k-NN test acc (%) | student fwd GFLOP "
+              "| teacher fwd GFLOP | teacher fraction | train s | seeds |"), "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        cs = groups.get(("mae", "fmnist", row), [])
+        if cs:
+            lines.append(f"| {row} | {cell(row, 'test_acc', 100)} | {cell(row, 'probe_test_acc', 100)} | "
+                         f"{cell(row, 'knn_test_acc', 100)} | {cell(row, 'student_gflop', fmt='{:,.0f}')} | "
+                         f"{cell(row, 'teacher_gflop', fmt='{:,.0f}')} | {cell(row, 'teacher_cost_fraction', fmt='{:.3f}')} | "
+                         f"{cell(row, 'train_s', fmt='{:.0f}')} | {len(cs)} |")
+
+    def mean(row, k="test_acc", scale=100.0):
+        cs = [c[k] for c in groups.get(("mae", "fmnist", row), []) if k in c]
+        return scale * sum(cs) / len(cs) if cs else None
+
+    d, kd, d90, m = mean("dmae"), mean("kd"), mean("dmae_m90"), mean("mae")
+    if d is not None and kd is not None:
+        f = f"{mean('dmae', 'teacher_cost_fraction', 1.0):.3f}"
+        lines.append(f"\nK18: DMAE (mask 0.75) fine-tuned {d:.2f}% vs Hinton KD {kd:.2f}% ({d - kd:+.2f} points: "
+                     f"{'≥ KD, met' if d >= kd else 'below KD, NOT met'}); DMAE ran {f} of a whole-teacher pass per "
+                     "example (KD's cached teacher ran once per training image).")
+    if d90 is not None and m is not None:
+        lines.append(f"K18 high mask: DMAE at mask 0.9 {d90:.2f}% vs MAE {m:.2f}% ({d90 - m:+.2f}).")
+    h, ft, rt = mean("hybrid"), mean("feat_tc"), mean("rel_tm")
+    if h is not None and ft is not None and rt is not None:
+        ok = h > ft and h > rt
+        lines.append(f"K1: Hybrid {h:.2f}% vs T_c features only {ft:.2f}% / T_m relations only {rt:.2f}%: "
+                     f"{'beats both single-teacher variants' if ok else 'does NOT beat both single-teacher variants'}.")
+    return lines
+
+
 def spearman(a: list[float], b: list[float]) -> float:
     from scipy.stats import spearmanr
 
@@ -260,11 +422,13 @@ def report(args, done: dict) -> None:
     search = next((c for c in cells if c["part"] == "diswot_search"), None)
     metrics, baselines = {}, {}
     for (part, setting, row), cs in groups.items():
-        for k in ("test_acc", "val_acc", "train_s", "weight_bytes"):
+        for k in ("test_acc", "val_acc", "probe_test_acc", "knn_test_acc", "train_s", "weight_bytes", "student_gflop",
+                  "teacher_gflop", "teacher_cost_fraction"):
             if k not in cs[0]:
                 continue
             v = stat([100 * c[k] if k.endswith("acc") else c[k] for c in cs])
-            (baselines if row in ("teacher", "mlp", "kd_fp32", "scratch", "kd") else metrics)[f"{part}/{setting}/{row}/{k}"] = v
+            base = row in ("teacher", "mlp", "kd_fp32", "scratch", "kd") or (part == "mae" and row in MAE_BASELINES)
+            (baselines if base else metrics)[f"{part}/{setting}/{row}/{k}"] = v
     lines = []
     if any(p == "graph" for p, _, _ in groups):
         rows = ["teacher", *GRAPH_ROWS]
@@ -315,6 +479,8 @@ def report(args, done: dict) -> None:
             if a and b:
                 d = 100 * (stat([c["test_acc"] for c in a])["mean"] - stat([c["test_acc"] for c in b])["mean"])
                 lines.append(f"|  | LELP − KD: {d:+.2f} points ({'beats' if d > 0 else 'does NOT beat'} KD) | | | |")
+    if any(p == "mae" for p, _, _ in groups):
+        lines += _mae_lines(groups)
     if dw:
         accs, scores, params = [c["test_acc"] for c in dw], [c["score"] for c in dw], [c["params"] for c in dw]
         rho, rho_p = (spearman(scores, accs), spearman(params, accs)) if len(dw) > 2 else (float("nan"),) * 2
@@ -346,11 +512,12 @@ def report(args, done: dict) -> None:
                             if top else "."))
     seeds = sorted({c["seed"] for c in cells})
     parts = sorted({p for p, _, _ in groups} | ({"diswot"} if dw else set()))
-    result = {"catalog_ids": sorted({"graph": "K12", "quant": "K9", "diswot": "K8", "lelp": "K10"}[p] for p in parts),
+    ids = {"graph": ("K12",), "quant": ("K9",), "diswot": ("K8",), "lelp": ("K10",), "mae": ("K18", "K1")}
+    result = {"catalog_ids": sorted({i for p in parts for i in ids[p]}),
               "command": f"python benchmarks/kd_seed.py --part {' '.join(parts)} --seeds 3",
               "dataset": "graph: csbm, 2000 nodes, 5 classes, 32 features (signal 1), degree 10, 20 train / 30 val "
                          "nodes per class, the rest test; homophily 0.8 and 0.1; graph drawn per seed. quant: "
-                         "Fashion-MNIST, 10k labelled train, 5k val, 10k test",
+                         "Fashion-MNIST, 10k labelled train, 5k val, 10k test (also lelp and mae)",
               "seeds": seeds, "metrics": metrics, "baselines": baselines,
               "wall_clock_s": round(sum(c.get("cell_s", 0) for c in cells), 1), "machine": machine(),
               "date": time.strftime("%Y-%m-%d"),
@@ -361,15 +528,23 @@ def report(args, done: dict) -> None:
                        "benchmarks/kd_fmnist.py) for KD and quantized KD alike; buckets of 256 weights; conv/linear "
                        "kernels quantized, biases and norms fp32 (counted at 4 bytes); ptq = the fp32 KD student "
                        "quantized after training; diffq = 2-bit learned points on the fp32 KD student, 400 steps. "
-                       "Accuracies in %. Reference rows (teacher, mlp, kd_fp32) are in baselines."}
+                       "Mae part: ViT students width 64 / depth 4 / 7x7 patches, teachers width 128 / depth 6 (seed 0); "
+                       "pretraining 1560 steps (AdamW 1.5e-3, wd 0.05) then fine-tuning 780 steps (AdamW 1e-3); "
+                       "scratch and KD 2340 steps; no augmentation for students; DMAE mask 0.75 (and 0.9), student "
+                       "block 3 vs teacher block 5, weight 1; Hybrid keep ratio 1.0 -> 0.5, weights 1/1; GFLOPs are "
+                       "forward passes (training ~3x). "
+                       "Accuracies in %. Reference rows (teacher, mlp, kd_fp32; mae: teachers, scratch, kd, mae) are in "
+                       "baselines."}
     write_result(Path(args.results) / f"{args.name}.json", result)
     write_markdown(Path(args.results) / f"{args.name}.md", result, "Seed KD methods vs KD and scratch", "\n".join(lines))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot", "lelp"],
-                    choices=["graph", "quant", "diswot", "lelp"])
+    ap.add_argument("--part", nargs="+", default=["graph", "quant", "diswot", "lelp", "mae"],
+                    choices=["graph", "quant", "diswot", "lelp", "mae"])
+    ap.add_argument("--mae-steps", type=int, default=0,
+                    help="part mae: pretraining steps (fine-tuning half, scratch/KD 1.5x); 0 = the recipes' 1560 (smoke tests)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--lelp-tasks", nargs="+", choices=list(LELP_TASKS), help="only these LELP tasks")
     ap.add_argument("--threads", type=int, default=1)
@@ -389,6 +564,8 @@ def main(argv=None) -> int:
         diswot_part(args, done, cells_path, Path(args.runs))
     if "lelp" in args.part:
         lelp_part(args, done, cells_path, Path(args.runs))
+    if "mae" in args.part:
+        mae_part(args, done, cells_path, Path(args.runs))
     report(args, done)
     return 0
 

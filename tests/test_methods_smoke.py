@@ -64,6 +64,13 @@ def build(name, bundle, text=None):
                        teacher_module=build_model({"name": "convnet", "width": 12, "depth": 2,
                                                    **({"norm": "batch"} if cls.pillar == "dataset" else {})},
                                                   bundle.in_shape, 10))
+    if name in ("mae", "dmae", "hybrid_distill"):   # masked pretraining works on ViT tokens
+        vit = {"name": "vit", "patch": 2, "width": 16, "depth": 2, "heads": 2}
+        ctx = BuildContext(data=bundle, student_module=build_model(vit, bundle.in_shape, 10),
+                           teacher_module=build_model({**vit, "width": 24, "depth": 3}, bundle.in_shape, 10))
+        if name == "hybrid_distill":           # one teacher through the context: the T_c-features-only variant
+            return cls(cls.Config(relation_weight=0.0), ctx.student(), ctx.teacher())
+        return cls.build(cls.Config(), ctx)
     if name == "diff_quant":               # quantizes a given (here: untrained) student; no weights file to load
         return cls(cls.Config(), ctx.student(), ctx.teacher())
     if name == "lelp":                     # its student head has k outputs per class

@@ -10,6 +10,13 @@ Every synthetic set, whatever made it, is judged the same way:
    test set, once, at the end - no early stopping, no choice made on the test set;
 4. repeat for K seeds; report mean +- std.
 
+**Online labels.** A set whose labels are generated rather than stored (``syn.online``, an
+:class:`~potstill.data.synthetic_set.OnlineLabels` such as HeLlO's projector, or a teacher that
+relabels every augmentation as SRe2L/FKD do) is trained the same way, except that the target of
+every batch is ``online(aug(x))`` - the generator applied to the very augmented batch the network
+sees - with soft cross-entropy. The result then records how many labels were generated per run
+(epochs x N) and what storing them would cost (epochs x N x K float32).
+
 The number of epochs and the learning rate are the protocol's two knobs. They are chosen with
 :func:`select_protocol` on the *validation* split and then frozen in the recipe / benchmark;
 every result records the protocol version and its settings. Cross-architecture evaluation is
@@ -73,8 +80,11 @@ def accuracy(net: torch.nn.Module, data: ArrayData, batch_size: int = 128) -> fl
 
 
 def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, num_classes: int, cfg: SynEvalConfig,
-                       seed: int) -> tuple[torch.nn.Module, dict]:
-    """One network trained from scratch on (images, labels) under the protocol."""
+                       seed: int, label_fn=None) -> tuple[torch.nn.Module, dict]:
+    """One network trained from scratch on (images, labels) under the protocol.
+
+    ``label_fn`` (online labels): a callable mapping each augmented batch to (B, K) probabilities,
+    used as the batch's soft target instead of ``labels`` (it runs under ``no_grad``)."""
     from ..models import build_model
 
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
@@ -83,7 +93,7 @@ def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, num_classes: 
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     dsa = DSA(cfg.dsa)
     x, y = images.detach().to(device), labels.detach().to(device)
-    soft = y.dim() == 2
+    soft = y.dim() == 2 or label_fn is not None
     n, bs = len(x), min(cfg.batch_size, len(x))
     g = torch.Generator().manual_seed(seed)
     decay_epoch = int(cfg.epochs * cfg.decay_at)
@@ -99,14 +109,22 @@ def train_on_synthetic(images: torch.Tensor, labels: torch.Tensor, num_classes: 
             xb = x[idx]
             if dsa:
                 xb = dsa(xb, int(torch.randint(2**31 - 1, (1,), generator=g)))
+            if label_fn is not None:
+                with torch.no_grad():
+                    target = label_fn(xb).float()
+            else:
+                target = y[idx]
             out = net(xb)
-            loss = _soft_cross_entropy(out, y[idx]) if soft else F.cross_entropy(out, y[idx])
+            loss = _soft_cross_entropy(out, target) if soft else F.cross_entropy(out, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             seen += len(idx)
     wall = time.perf_counter() - t0
-    return net, {"train_s": wall, "images_per_s": seen / max(wall, 1e-9)}
+    stats = {"train_s": wall, "images_per_s": seen / max(wall, 1e-9)}
+    if label_fn is not None:
+        stats["labels_generated"] = seen
+    return net, stats
 
 
 def _stat(values: list[float]) -> dict:
@@ -118,13 +136,21 @@ def _stat(values: list[float]) -> dict:
 
 
 def evaluate_synthetic(syn, bundle: DataBundle, cfg: SynEvalConfig | None = None, test: bool = True,
-                       progress: bool = False) -> dict[str, Any]:
+                       progress: bool = False, label_fn=None) -> dict[str, Any]:
     """Train ``cfg.seeds`` fresh networks on ``syn`` (a SyntheticSet or (images, labels)); report
-    validation and (if ``test``) test accuracy, mean +- std, with the protocol's settings."""
+    validation and (if ``test``) test accuracy, mean +- std, with the protocol's settings.
+
+    Labels are generated online per augmented batch by ``label_fn`` if given, else by the set's
+    ``online`` labels if it has them."""
     cfg = cfg or SynEvalConfig()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     images, labels = (syn.images, syn.labels) if hasattr(syn, "images") else syn
+    if label_fn is None:
+        label_fn = getattr(syn, "online", None)
+    if isinstance(label_fn, torch.nn.Module):
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
+        label_fn.to(dev).eval()
     val, tst, run_stats = [], [], []
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
     it = seeds
@@ -134,16 +160,24 @@ def evaluate_synthetic(syn, bundle: DataBundle, cfg: SynEvalConfig | None = None
         it = tqdm(seeds, desc=f"eval {cfg.model.get('name')}", leave=False)
     t0 = time.perf_counter()
     for s in it:
-        net, stats = train_on_synthetic(images, labels, bundle.num_classes, cfg, s)
+        net, stats = train_on_synthetic(images, labels, bundle.num_classes, cfg, s, label_fn)
         run_stats.append(stats)
         if bundle.val is not None:
             val.append(accuracy(net, bundle.val))
         if test and bundle.test is not None:
             tst.append(accuracy(net, bundle.test))
     out: dict[str, Any] = {"protocol": PROTOCOL, "settings": asdict(cfg), "images": len(images),
-                           "label_kind": "soft" if labels.dim() == 2 else "hard",
+                           "label_kind": "online" if label_fn is not None else "soft" if labels.dim() == 2 else "hard",
                            "eval_images_per_s": round(sum(r["images_per_s"] for r in run_stats) / len(run_stats), 1),
                            "wall_clock_s": round(time.perf_counter() - t0, 2)}
+    if label_fn is not None:
+        generated = run_stats[0]["labels_generated"]
+        out["online_labels"] = {"kind": getattr(label_fn, "kind", type(label_fn).__name__),
+                                "shipped_bytes": label_fn.label_bytes() if hasattr(label_fn, "label_bytes") else None,
+                                "labels_generated_per_run": generated,
+                                "bytes_if_stored": generated * bundle.num_classes * 4}
+        if isinstance(label_fn, torch.nn.Module):
+            label_fn.cpu()
     if val:
         out["val_acc"] = _stat(val)
     if tst:

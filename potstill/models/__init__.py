@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from ..core.registry import MODELS, Spec
-from . import convnet, denoisers, gcn, gpt, hf, mlp, resnet  # noqa: F401  (registration)
+from . import convnet, denoisers, gcn, gpt, hf, mlp, resnet, vit  # noqa: F401  (registration)
 
 
 def build_model(spec: Spec | dict | str, in_shape: tuple[int, ...], num_classes: int, key: str = "model") -> nn.Module:

@@ -1,1 +1,1 @@
-from . import diswot, ff_g2m, fitnets, gnn, hinton, label_free, lelp, quantized, supervised  # noqa: F401
+from . import barlow_twins, diswot, dmae, ff_g2m, fitnets, gnn, hinton, hybrid, label_free, lelp, mae, quantized, supervised  # noqa: F401

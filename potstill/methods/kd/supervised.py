@@ -4,6 +4,9 @@ Not a distillation method; it exists so that baselines run through the same trai
 order and evaluation as the methods they are compared with.
 
     L = CE(f(aug(x)), y)   (optionally with label smoothing ε and random shift/flip augmentation)
+
+``student_init`` starts the network from saved weights (a run's ``export/model.safetensors``):
+how a pretrained encoder (``mae``, ``dmae``, ``hybrid_distill``) is fine-tuned on the labels.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from ...data.augment import AugmentConfig, augment
 class SupervisedConfig:
     label_smoothing: float = 0.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # e.g. {shift: 2, flip: true}
+    student_init: str | None = None   # start from these weights (export/model.safetensors of a run)
 
     def __post_init__(self):
         if not 0.0 <= self.label_smoothing < 1.0:
@@ -43,7 +47,9 @@ class Supervised(Method):
 
     @classmethod
     def build(cls, cfg, ctx):
-        return cls(cfg, student=ctx.student())
+        from ...core.checkpoint import init_from
+
+        return cls(cfg, student=init_from(ctx.student(), cfg.student_init, "method.student_init"))
 
     def train_data(self, bundle):
         if not (bundle.train.y >= 0).any():
