@@ -10,7 +10,10 @@ Cells, each a run folder under ``--runs`` (resumed if killed), appended to ``<na
 as it finishes (rerun the same command to continue):
 
 * ``teacher`` - the batch-norm teacher of ``recipes/dd/teacher_bn_<dataset>.yaml`` (squeeze);
-  its checkpoint is passed to every recipe with a ``teacher`` section;
+  its checkpoint is passed to every recipe with a ``teacher`` section, except HeLlO's;
+* ``teacher_dsa`` (when HeLlO runs) - the same network trained on the protocol's DSA views,
+  ``recipes/dd/teacher_bn_dsa_<dataset>.yaml``: the teacher that labels augmented batches online, passed to
+  every HeLlO cell (projector fit, teacher-online, static and prototype rows alike);
 * ``<method>/ipc<N>`` - the recipes ``recipes/dd/<dataset>[_ipcN]/<method>.yaml``;
 * for every soft-label method, the *random subset with the same soft labels*: random real images
   relabelled by the same teacher(s) the same way - the same recipe with ``method.init=real`` and
@@ -61,6 +64,8 @@ SAME_IMAGES = {"hello": [
     ("teacher_online", "hello images + teacher labels per augmentation (online)", ["method.labels=teacher"], "if_stored"),
     ("static", "hello images + static teacher labels", ["method.labels=static"], "summary"),
     ("prototypes", "hello, unfitted projector (prototypes only)", ["trainer.steps=0"], "summary")]}
+#: methods whose teacher labels DSA views online: they read ``teacher_dsa`` (trained on those views)
+DSA_TEACHER = {"hello"}
 DQ_RATIOS = [0.01, 0.05, 0.1]
 SELECT_EPOCHS = [150, 300, 600]
 DATASETS = {"digits": "scikit-learn digits 8x8: 1257 train (distillation source), 180 val (protocol choice), 360 test",
@@ -163,14 +168,17 @@ def main(argv=None) -> int:
         report(args, done)
         return 0
 
-    if "teacher" not in done:
-        recipe = ROOT / f"recipes/dd/teacher_bn_{args.dataset}.yaml"
+    teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * bool(DSA_TEACHER & set(args.methods))
+    for cell, name in teachers:
+        if cell in done:
+            continue
+        recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
         ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
         ov += [f"trainer.steps={args.steps}", "trainer.eval_every=0"] if args.steps else []
-        print(f"[teacher] {recipe.relative_to(ROOT)} {' '.join(ov)}", flush=True)
+        print(f"[{cell}] {recipe.relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
-        s = run_recipe(recipe, ov, runs / "teacher")
-        append_cell(cells_path, done, {"cell": "teacher", "export": s["export"], "steps": s["steps"],
+        s = run_recipe(recipe, ov, runs / cell)
+        append_cell(cells_path, done, {"cell": cell, "export": s["export"], "steps": s["steps"],
                                        "val_acc": s["val"].get("acc"), "test_acc": s["test"].get("acc"),
                                        "overrides": ov, "wall_s": round(time.time() - t0, 1)})
     ckpt = done["teacher"]["export"]
@@ -189,7 +197,7 @@ def main(argv=None) -> int:
             continue
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
-            ov.append(f"teacher.checkpoint={ckpt}")
+            ov.append(f"teacher.checkpoint={done['teacher_dsa']['export'] if c['method'] in DSA_TEACHER else ckpt}")
         if c["method"] == "hello":
             ov.append(f"method.encoder.cache_dir={runs / 'hello_encoder_cache'}")
         print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
@@ -227,7 +235,7 @@ def main(argv=None) -> int:
 
 
 def report(args, done: dict) -> None:
-    cells = [v for k, v in done.items() if k not in ("select", "teacher")]
+    cells = [v for k, v in done.items() if k not in ("select", "teacher", "teacher_dsa")]
     if not cells:
         return
     metrics, baselines = {}, {}
@@ -239,7 +247,7 @@ def report(args, done: dict) -> None:
         target[f"{k}/label_bytes"] = stat([c["label_bytes"]])
         target[f"{k}/stored_images"] = stat([c["stored_images"]])
         target[f"{k}/distill_s"] = stat([c["distill_s"]])
-    sel, teacher = done.get("select"), done.get("teacher")
+    sel, teacher, teacher_dsa = done.get("select"), done.get("teacher"), done.get("teacher_dsa")
     epochs = sel["epochs"] if sel else args.epochs
     machines = sorted({c.get("machine") or "?" for c in cells})
     smoke = f" SMOKE TEST: every training shortened to {args.steps} steps - not a result." if args.steps else ""
@@ -251,7 +259,7 @@ def report(args, done: dict) -> None:
         "seeds": list(range(args.seeds)),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_wall_s"] for c in cells) + (sel or {}).get("wall_clock_s", 0)
-                              + (teacher or {}).get("wall_s", 0), 1),
+                              + (teacher or {}).get("wall_s", 0) + (teacher_dsa or {}).get("wall_s", 0), 1),
         "machine": " | ".join(machines), "date": time.strftime("%Y-%m-%d"),
         "notes": (f"Protocol dd-v1 (soft cross-entropy for soft labels), {epochs} evaluation epochs "
                   f"({'chosen on the validation split, candidates ' + str(SELECT_EPOCHS) if sel else 'given'}), "
@@ -262,7 +270,9 @@ def report(args, done: dict) -> None:
                   "DQ rows: keep ratio of every class, GraphCut bins on the ConvNet teacher's embedding, judged on "
                   "the recipe's ResNet; 'random (same ratio)' = uniform subset (bins=1) under the same evaluation; "
                   "no patch dropping / MAE."
-                  + (" HeLlO rows share one set of images: projector labels generated online (bytes: the shipped "
+                  + (" HeLlO rows share one set of images and one teacher trained on the protocol's DSA views, "
+                     f"recipes/dd/teacher_bn_dsa_{args.dataset}.yaml (test acc {(teacher_dsa or {}).get('test_acc')}): "
+                     "projector labels generated online (bytes: the shipped "
                      "low-rank projector, the frozen rotation-trained encoder not counted), the teacher relabelling "
                      "every augmented batch online (bytes: epochs x N x K float32 if stored), static per-image teacher "
                      "labels, and the unfitted prototype projector." if any(c["method"] == "hello" for c in cells) else "")

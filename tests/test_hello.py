@@ -244,14 +244,43 @@ def test_config_errors_name_the_key(override, key):
         potstill.resolve(ROOT / "recipes/dd/digits/hello.yaml", [override])
 
 
-def test_hello_recipes_resolve():
+def test_hello_recipes_resolve_and_read_the_teacher_trained_on_the_protocols_views():
     for r in ("digits/hello.yaml", "fmnist_ipc10/hello.yaml", "fmnist_ipc50/hello.yaml"):
         cfg = potstill.resolve(ROOT / "recipes/dd" / r)
-        assert cfg.method.name == "hello" and cfg.teacher.checkpoint.startswith("runs/teacher_bn_")
+        dataset = cfg.data.name
+        assert cfg.method.name == "hello"
+        assert cfg.teacher.checkpoint == f"runs/teacher_bn_dsa_{dataset}/export/model.safetensors"
+        teacher = potstill.resolve(ROOT / f"recipes/dd/teacher_bn_dsa_{dataset}.yaml")
+        assert teacher.method.name == "supervised" and teacher.student.to_dict() == cfg.teacher.model
+        # the teacher saw the very augmentation the projector is fitted on and the protocol labels
+        assert teacher.method.config.augment.dsa == cfg.method.config.augment == cfg.eval.dsa
+
+
+def test_supervised_augment_dsa_is_the_protocols_dsa_seeded_from_the_global_rng():
+    from potstill.data.augment import AugmentConfig, augment
+    from potstill.data.dsa import DEFAULT_STRATEGY, DSA
+
+    assert AugmentConfig().dsa == "none" and not AugmentConfig().active      # default: unchanged behaviour
+    cfg = AugmentConfig(dsa=DEFAULT_STRATEGY)
+    assert cfg.active
+    x = torch.rand(32, 1, 8, 8)
+    torch.manual_seed(5)
+    a = augment(x, cfg)
+    assert a.shape == x.shape and not torch.equal(a, x)
+    torch.manual_seed(5)
+    assert torch.equal(a, augment(x, cfg)), "deterministic under torch's seed (checkpoints restore it)"
+    torch.manual_seed(5)
+    assert torch.equal(a, DSA(DEFAULT_STRATEGY)(x, int(torch.randint(2**31 - 1, (1,))))), "the protocol's DSA"
+    torch.manual_seed(6)
+    assert not torch.equal(a, augment(x, cfg)), "a fresh draw per batch"
+    with pytest.raises(ValueError, match="augment.dsa"):
+        AugmentConfig(dsa="blur")
+    with pytest.raises(ConfigError, match="dsa"):
+        potstill.resolve(ROOT / "recipes/dd/teacher_bn_dsa_digits.yaml", ["method.augment.dsa=blur"])
 
 
 def test_recipe_runs_three_steps_through_the_api(tmp_path):
-    teacher = potstill.run_recipe(ROOT / "recipes/dd/teacher_bn_digits.yaml", tmp_path / "teacher",
+    teacher = potstill.run_recipe(ROOT / "recipes/dd/teacher_bn_dsa_digits.yaml", tmp_path / "teacher",
                                   overrides=["trainer.steps=3", "trainer.progress=false", "trainer.eval_every=0"])
     s = potstill.run_recipe(ROOT / "recipes/dd/digits/hello.yaml", tmp_path / "hello", overrides=[
         "trainer.progress=false", "trainer.steps=3", "eval.epochs=1", "eval.seeds=1", "method.encoder.epochs=1",

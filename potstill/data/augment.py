@@ -1,7 +1,10 @@
 """Batch augmentations drawn from torch's global RNG (so checkpoints restore them exactly).
 
-Only what training recipes here need: random integer shifts (replicate-padded crop) and
-horizontal flips. Written with tensor ops (torchvision does not import beside this torch).
+Only what training recipes here need: random integer shifts (replicate-padded crop),
+horizontal flips and, with ``dsa``, the dataset-distillation protocol's own DSA augmentation
+(:mod:`potstill.data.dsa`, the same transforms and the same strategy string as ``eval.dsa``, one
+seed per batch drawn from the global RNG) - e.g. for a teacher that will label DSA views online.
+Written with tensor ops (torchvision does not import beside this torch).
 """
 from __future__ import annotations
 
@@ -10,19 +13,26 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .dsa import DSA, parse_strategy
+
 
 @dataclass
 class AugmentConfig:
     shift: int = 0       # random translation of up to ±shift pixels in each direction
     flip: bool = False   # random horizontal flip with probability 1/2
+    dsa: str = "none"    # then DSA views as the DD protocol's eval.dsa, e.g. color_crop_cutout_flip_scale_rotate
 
     def __post_init__(self):
         if self.shift < 0:
             raise ValueError("augment.shift must be >= 0")
+        try:
+            parse_strategy(self.dsa)
+        except ValueError as e:
+            raise ValueError(f"augment.dsa: {e}") from None
 
     @property
     def active(self) -> bool:
-        return self.shift > 0 or self.flip
+        return self.shift > 0 or self.flip or bool(parse_strategy(self.dsa))
 
 
 def random_shift(x: torch.Tensor, max_shift: int) -> torch.Tensor:
@@ -51,7 +61,16 @@ def augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
         x = random_shift(x, cfg.shift)
     if cfg.flip:
         x = random_flip(x)
+    if parse_strategy(cfg.dsa):
+        x = random_dsa(x, cfg.dsa)
     return x
+
+
+def random_dsa(x: torch.Tensor, strategy: str) -> torch.Tensor:
+    """The DD protocol's DSA (:class:`potstill.data.dsa.DSA`, default settings, as ``eval.dsa``) with a
+    seed drawn from torch's global RNG: one call, one family (``mode="single"``), per-image parameters."""
+    dsa = DSA(strategy)
+    return dsa(x, int(torch.randint(2**31 - 1, (1,)))) if dsa else x
 
 
 def random_resized_crop(x: torch.Tensor, scale: tuple[float, float] = (0.08, 1.0),
