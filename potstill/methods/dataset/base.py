@@ -18,6 +18,7 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
+from ...core.config import ConfigError
 from ...core.method import Method
 from ...data import ArrayData, DataBundle
 from ...data.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
@@ -59,6 +60,17 @@ class ClassIndex:
         rows = self.rows[c]
         pick = torch.randperm(len(rows), generator=generator)[:n]
         return self.data.x[rows[pick]]
+
+
+def initial_images(real: ClassIndex, num_classes: int, ipc: int, init: str, in_shape) -> torch.Tensor:
+    """``ipc`` starting images per class, class by class: random real ones (``init == "real"``) or N(0, 1) noise."""
+    if init == "real":
+        x = torch.cat([real.sample(c, ipc) for c in range(num_classes)])
+        if len(x) != num_classes * ipc:
+            raise ConfigError(f"method.ipc={ipc} is more than the smallest class has "
+                              f"({min(len(r) for r in real.rows)})")
+        return x
+    return torch.randn(num_classes * ipc, *in_shape)
 
 
 class SyntheticDataMethod(Method):

@@ -95,7 +95,7 @@ from ...core.teacher import Teacher
 from ...data.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ...data.synthetic_set import OnlineLabels, SyntheticSet, register_online_labels
 from ...losses import kl_divergence
-from .base import ClassIndex
+from .base import ClassIndex, initial_images
 
 
 # --- the frozen generic encoder E --------------------------------------------------------------------
@@ -400,13 +400,7 @@ class HeLlO(Method):
         self.source = {"dataset": data.name, "normalization": data.normalization, "class_names": data.class_names}
         self.real = ClassIndex(data.train, data.num_classes)
         k, ipc = data.num_classes, cfg.ipc
-        if cfg.init == "real":
-            x = torch.cat([self.real.sample(c, ipc) for c in range(k)])
-            if len(x) != k * ipc:
-                raise ConfigError(f"method.ipc={ipc} is more than the smallest class has "
-                                  f"({min(len(r) for r in self.real.rows)})")
-        else:
-            x = torch.randn(k * ipc, *self.in_shape)
+        x = initial_images(self.real, k, ipc, cfg.init, self.in_shape)
         self.images = nn.Parameter(x.clone(), requires_grad=cfg.refine)
         self.register_buffer("labels", torch.arange(k).repeat_interleave(ipc))
         self.teacher = Teacher(teacher)             # frozen, eval mode, not checkpointed

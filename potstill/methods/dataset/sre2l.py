@@ -202,19 +202,13 @@ class SRe2L(SyntheticDataMethod):
         self.hooks = BNStatistics(self.teacher.model)
 
     def _setup_images(self, cfg, data) -> None:
-        from .base import ClassIndex
+        from .base import ClassIndex, initial_images
 
         self.num_classes, self.in_shape = data.num_classes, tuple(data.in_shape)
         self.real = ClassIndex(data.train, data.num_classes)
         self.source = {"dataset": data.name, "normalization": data.normalization, "class_names": data.class_names}
         k, ipc = data.num_classes, cfg.ipc
-        if cfg.init == "real":
-            x = torch.cat([self.real.sample(c, ipc) for c in range(k)])
-            if len(x) != k * ipc:
-                raise ConfigError(f"method.ipc={ipc} is more than the smallest class has "
-                                  f"({min(len(r) for r in self.real.rows)})")
-        else:
-            x = torch.randn(k * ipc, *self.in_shape)
+        x = initial_images(self.real, k, ipc, cfg.init, self.in_shape)
         self.images = nn.Parameter(x.clone())
         self.register_buffer("labels", torch.arange(k).repeat_interleave(ipc))
 
