@@ -125,3 +125,18 @@ def test_bench_suite_files_merge_into_one_section(tmp_path):
     assert sec.name == "kd-fmnist" and sec.result["command"] == "potstill bench kd-fmnist"
     assert [(r.kind, r.name) for r in sec.rows] == [("reference", "scratch"), ("ours", "kd")]
     assert sec.result["wall_clock_s"] == 4.0
+
+
+def test_glance_ranks_within_a_trailing_setting_never_across(tmp_path):
+    from potstill.report.leaderboard import collect, glance
+
+    # method/target/mode rows (dd_transfer): the best per target, and a row without the metric is no group
+    m = {"krr/fm/ft/test_acc": stat([73.0, 74.0]), "krr/dg/ft/test_acc": stat([97.0, 97.0]), "krr/distill_s": stat([9.0])}
+    b = {"rnd/fm/ft/test_acc": stat([75.0, 75.0]), "rnd/dg/ft/test_acc": stat([96.0, 96.0])}
+    write_result(tmp_path / "dd_transfer_fmnist.json",
+                 {"catalog_ids": ["D9"], "command": "c", "dataset": "fmnist", "seeds": [0, 1], "metrics": m,
+                  "baselines": b, "wall_clock_s": 1.0, "machine": "m", "date": "2026-11-28", "notes": ""})
+    rows = {g["title"].rsplit(", ", 1)[1]: g for g in glance(collect(tmp_path))}
+    assert sorted(rows) == ["dg/ft", "fm/ft"]
+    assert rows["fm/ft"]["ours"].name == "krr/fm/ft" and rows["fm/ft"]["reference"].name == "rnd/fm/ft"
+    assert rows["dg/ft"]["ours"].values["test_acc"]["mean"] == 97.0

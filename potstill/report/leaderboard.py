@@ -49,6 +49,7 @@ class View:
     plot_metric: str = ""                   # y of the plot (default: primary)
     reference: str = ""                     # regex: rows of "metrics" that are comparison rows, not methods
     group_depth: int = 0                    # "at a glance": rank within groups of rows sharing this many name parts
+    group_tail: int = 0                     # ... or sharing this many trailing name parts (row = method/setting)
 
 
 PILLARS = ("Knowledge distillation", "Dataset distillation", "Generative distillation", "Language models", "Reliability")
@@ -117,6 +118,14 @@ VIEWS: dict[str, View] = {
                                 (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)"),
                                  Column("label_bytes", "label bytes", 0), Column("stored_images", "images stored", 0),
                                  Column("distill_s", "distill s", 0)), "test_acc", reference=r"^random", plot="ipc"),
+    "dd_decoupled_fmnist": View("Decoupled dataset distillation on Fashion-MNIST (SRe2L, CDA, CV-DD, INFER, DQ, HeLlO)",
+                                PILLARS[1],
+                                (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)"),
+                                 Column("label_bytes", "label bytes", 0), Column("stored_images", "images stored", 0),
+                                 Column("distill_s", "distill s", 0)), "test_acc", reference=r"^random", plot="ipc"),
+    "dd_transfer_fmnist": View("KRR-ST: pre-training on a distilled set, transfer to Fashion-MNIST and 28x28 digits",
+                               PILLARS[1], (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)")),
+                               "test_acc", group_tail=2),
     "gen_sid_toy2d": View("Score distillation and relatives on toy2d (vs DMD2)", PILLARS[2],
                           _TOY_COLS + (Column("spread", "spread (1 = data)", 3),
                                        Column("forget_share", "forgotten-class share ↓", 3)), "swd",
@@ -390,6 +399,9 @@ def glance(sections: list[Section]) -> list[dict]:
         if s.view.group_depth:          # rank within a setting, never across settings
             keys = sorted({"/".join(r.name.split("/")[:s.view.group_depth]) for r in s.rows})
             groups = [(f", {k}", [r for r in s.rows if r.name.startswith(k + "/")]) for k in keys]
+        if s.view.group_tail:
+            keys = sorted({"/".join(r.name.split("/")[-s.view.group_tail:]) for r in s.rows})
+            groups = [(f", {k}", [r for r in s.rows if r.name.endswith("/" + k)]) for k in keys]
         if s.view.plot == "ipc":        # rank within one IPC, never across
             ipcs = sorted({int(m["ipc"]) for r in s.rows if (m := _IPC.match(r.name))})
             groups = [(f", IPC {i}", [r for r in s.rows if (m := _IPC.match(r.name)) and int(m["ipc"]) == i])
