@@ -23,6 +23,18 @@ def test_csbm_homophily_is_what_was_asked_and_splits_are_disjoint_node_sets():
         assert len(b.train) == 100 and torch.bincount(b.train.y, minlength=5).min() >= 12   # stratified
 
 
+def test_csbm_cyclic_cross_edges_join_each_class_to_its_successor_only():
+    b = potstill.load_dataset({"name": "csbm", "nodes": 600, "homophily": 0.0, "cross": "cyclic", "seed": 1})
+    g = b.info["graph"]
+    y, e = g["y"], g["edge_index"]
+    a, c = y[e[0]], y[e[1]]
+    assert g["homophily"] == 0.0
+    assert ((c == (a + 1) % 5) | (a == (c + 1) % 5)).all()                  # one of the two is the successor
+    assert len(set(zip(a.tolist(), c.tolist()))) == 10                       # 5 pairs, both directions
+    with pytest.raises(ValueError, match="cross"):
+        potstill.load_dataset({"name": "csbm", "cross": "ring"})
+
+
 def test_gcn_adjacency_is_the_symmetric_normalisation_with_self_loops():
     # a path 0-1-2: degrees with self loops 2, 3, 2
     e = torch.tensor([[0, 1, 1, 2], [1, 0, 2, 1]])

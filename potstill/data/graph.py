@@ -4,7 +4,10 @@
 x_i = μ_{y_i} + ε_i in ``features`` dimensions, ε ~ N(0, I), class means μ_c = ``signal`` · u_c for
 random unit vectors u_c (so the features alone are informative but noisy). ``nodes · degree / 2``
 undirected edges: each picks a random node i and, with probability ``homophily``, a random other
-node of i's class, else a random node of another class (self-loops and duplicates dropped). The
+node of i's class, else a node of another class (self-loops and duplicates dropped): any other class
+(``cross: uniform``) or class (y_i + 1) mod ``classes`` (``cross: cyclic``, a fixed class-compatibility
+pattern as in the synthetic graphs of Zhu et al., H2GCN, arXiv 2006.11468: at low homophily each
+class then has its own neighbour classes, so the graph stays informative). The
 measured edge homophily (the share of edges joining two nodes of one class) is in
 ``info["graph"]["homophily"]``: at 1/classes the graph says nothing about the labels, below it
 neighbours are mostly of other classes (heterophily).
@@ -32,6 +35,7 @@ class CSBMConfig:
     homophily: float = 0.8        # probability an edge joins two nodes of the same class
     degree: float = 10.0          # average degree
     signal: float = 1.0           # distance of each class mean from the origin, in noise std units
+    cross: str = "uniform"        # a cross-class edge goes to any other class (uniform) or to class y+1 (cyclic)
     train_per_class: int = 20
     val_per_class: int = 30
     seed: int = 0
@@ -41,6 +45,8 @@ class CSBMConfig:
             raise ValueError("need classes >= 2 and nodes > classes * (train_per_class + val_per_class + 1)")
         if not 0.0 <= self.homophily <= 1.0 or self.degree <= 0 or self.features < 1:
             raise ValueError("homophily in [0, 1], degree > 0, features >= 1")
+        if self.cross not in ("uniform", "cyclic"):
+            raise ValueError(f"cross must be uniform or cyclic, got {self.cross!r}")
 
 
 def make_csbm(cfg: CSBMConfig) -> dict:
@@ -51,7 +57,7 @@ def make_csbm(cfg: CSBMConfig) -> dict:
     means = cfg.signal * means / means.norm(dim=1, keepdim=True)
     x = means[y] + torch.randn(n, cfg.features, generator=g)
     members = [torch.nonzero(y == c).flatten() for c in range(k)]
-    others = [torch.nonzero(y != c).flatten() for c in range(k)]
+    others = [torch.nonzero(y != c).flatten() if cfg.cross == "uniform" else members[(c + 1) % k] for c in range(k)]
     m = int(n * cfg.degree / 2)
     src = torch.randint(n, (m,), generator=g)
     same = torch.rand(m, generator=g) < cfg.homophily
