@@ -287,6 +287,7 @@ def report(args, done: dict) -> None:
         t, v = stat(c["test_acc"]), stat(c["val_acc"])
         lines.append(f"| {c['row']} | {budget} | {c['eval_model']} | {t['mean']:.2f} ± {t['std']:.2f} | "
                      f"{v['mean']:.2f} | {c['images']} | {c['stored_images']} | {c['label_bytes']} |")
+    lines += target_lines(cells, epochs)
     lines += ["", "## Cost per cell", "", "| cell | steps | distill s | eval s | peak RSS MiB |", "|---|---|---|---|---|"]
     lines += [f"| {c['cell']} | {c['steps']} | {c['distill_s']:.1f} | {c['eval_s']:.1f} | {c['peak_rss_mib']} |"
               for c in cells]
@@ -297,6 +298,44 @@ def report(args, done: dict) -> None:
     lines += ["", "Machines: " + "; ".join(machines) + "."]
     write_markdown(Path(args.results) / f"{args.name}.md", result,
                    f"Decoupled dataset distillation on {args.dataset} (protocol dd-v1)", "\n".join(lines))
+
+
+def target_lines(cells: list[dict], epochs: int) -> list[str]:
+    """The issue's targets, checked on whatever cells are finished (test accuracy means)."""
+    by = {c["cell"]: c for c in cells}
+    acc = lambda k: stat(by[k]["test_acc"])["mean"]  # noqa: E731
+    out = []
+    for ipc in sorted({c["ipc"] for c in cells if c["ipc"]}):
+        k = lambda m: f"{m}/ipc{ipc}"  # noqa: E731
+        for a, b in (("cda", "sre2l"), ("cvdd", "cda")):
+            if k(a) in by and k(b) in by:
+                ok = acc(k(a)) >= acc(k(b))
+                out.append(f"- IPC {ipc}: {a} {acc(k(a)):.2f} {'≥' if ok else '<'} {b} {acc(k(b)):.2f}: "
+                           f"{'met' if ok else 'NOT met'}.")
+        if k("infer") in by and k("sre2l") in by:
+            i, r = by[k("infer")], by[k("sre2l")]
+            paper = epochs * r["images"] * (r["label_bytes"] // max(r["images"], 1))   # one label per crop per epoch
+            ok = acc(k("infer")) >= acc(k("sre2l"))
+            out.append(f"- IPC {ipc}: infer {acc(k('infer')):.2f} {'≥' if ok else '<'} sre2l {acc(k('sre2l')):.2f}; "
+                       f"label bytes {i['label_bytes']:,} = {100 * i['label_bytes'] / paper:.2f}% of SRe2L's as its "
+                       f"paper stores them (one soft label per crop per epoch: {paper:,} B) and "
+                       f"{100 * i['label_bytes'] / r['label_bytes']:.0f}% of our once-per-image SRe2L row: "
+                       f"{'met' if ok and i['label_bytes'] <= paper / 100 else 'NOT met'}.")
+        for ref, what in (("hello+teacher_online", "teacher labels per augmentation, as the papers store them"),
+                          ("hello+static", "static per-image teacher labels")):
+            if k("hello") in by and k(ref) in by:
+                h, st = by[k("hello")], by[k(ref)]
+                gap, ratio = acc(k(ref)) - acc(k("hello")), st["label_bytes"] / h["label_bytes"]
+                ok = gap <= 1.0 and ratio >= 100
+                out.append(f"- IPC {ipc}: hello {acc(k('hello')):.2f} vs {what} {acc(k(ref)):.2f} ({gap:.2f} points "
+                           f"short) at {ratio:,.1f}x less label storage: {'met' if ok else 'NOT met'}.")
+    for c in sorted((c for c in cells if c["cell"].startswith("dq/")), key=lambda c: c["ratio"]):
+        rnd = by.get(c["cell"].replace("dq/", "random_ratio/"))
+        if rnd:
+            ok = acc(c["cell"]) >= acc(rnd["cell"])
+            out.append(f"- DQ keep {100 * c['ratio']:g}%: {acc(c['cell']):.2f} vs random {acc(rnd['cell']):.2f} on "
+                       f"{c['eval_model']}: {'met' if ok else 'NOT met'}.")
+    return ["", "## Targets (on the finished cells)", "", *out] if out else []
 
 
 if __name__ == "__main__":
