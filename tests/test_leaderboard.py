@@ -124,7 +124,19 @@ def test_bench_suite_files_merge_into_one_section(tmp_path):
     (sec,) = collect(tmp_path)
     assert sec.name == "kd-fmnist" and sec.result["command"] == "potstill bench kd-fmnist"
     assert [(r.kind, r.name) for r in sec.rows] == [("reference", "scratch"), ("ours", "kd")]
-    assert sec.result["wall_clock_s"] == 4.0
+    assert sec.result["wall_clock_s"] == 4.0 and sec.source == "bench/kd-fmnist/*.json"
+    # --quick results: their own section, marked, with the --quick command, and never "at a glance"
+    from potstill.report.leaderboard import glance
+
+    q = tmp_path / "bench" / "quick" / "kd-fmnist"
+    q.mkdir(parents=True)
+    write_result(q / "kd.json", {**base, "command": "potstill bench kd-fmnist --methods kd --quick",
+                                 "metrics": {"kd/test_acc": stat([0.5, 0.6])}})
+    secs = {s.name: s for s in collect(tmp_path)}
+    assert sorted(secs) == ["kd-fmnist", "kd-fmnist-quick"]
+    quick = secs["kd-fmnist-quick"]
+    assert quick.result["command"] == "potstill bench kd-fmnist --quick" and "--quick" in quick.view.title
+    assert [g["name"] for g in glance(list(secs.values()))] == ["kd-fmnist"]
 
 
 def test_glance_ranks_within_a_trailing_setting_never_across(tmp_path):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import html
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .results import load_result
@@ -148,6 +148,9 @@ VIEWS["gen-toy2d"] = View("potstill bench gen-toy2d", PILLARS[2],
 VIEWS["lm-text"] = View("potstill bench lm-text", PILLARS[3],
                         (Column("val_bpc", "val bits/char ↓", 3), Column("test_bpc", "test bits/char ↓", 3),
                          Column("wall_clock_s", "train s", 0)), "val_bpc", higher_is_better=False)
+
+
+QUICK = "-quick"        # section-name suffix of ``potstill bench --quick`` results (shown, never in "at a glance")
 
 
 # --- the DD-Ranking label-robust score --------------------------------------------------------
@@ -348,6 +351,7 @@ class Section:
     images: list[str] = field(default_factory=list)        # the view's images that exist
     merged: bool = False                                    # a bench suite's per-method files
     plots: list[Path] = field(default_factory=list)
+    source: str = ""                                        # the file(s) it was read from, under the results folder
 
 
 def _load(f: Path) -> dict:
@@ -357,9 +361,10 @@ def _load(f: Path) -> dict:
         raise ValueError(f"{f}: {e}") from None
 
 
-def merge_suite(name: str, results: list[dict]) -> dict:
+def merge_suite(name: str, results: list[dict], quick: bool = False) -> dict:
     """The per-method files of one ``potstill bench`` suite as one result (rows keep their commands)."""
-    out = {"catalog_ids": sorted({c for r in results for c in r["catalog_ids"]}), "command": f"potstill bench {name}",
+    out = {"catalog_ids": sorted({c for r in results for c in r["catalog_ids"]}),
+           "command": f"potstill bench {name}" + " --quick" * quick,
            "dataset": results[0]["dataset"], "seeds": sorted({s for r in results for s in r["seeds"]}),
            "metrics": {}, "baselines": {}, "wall_clock_s": sum(r["wall_clock_s"] for r in results),
            "machine": " | ".join(sorted({r["machine"] for r in results})), "date": max(r["date"] for r in results),
@@ -372,20 +377,27 @@ def merge_suite(name: str, results: list[dict]) -> dict:
 
 def collect(results_dir: Path) -> list[Section]:
     """Every result file under ``results_dir`` (``preliminary/`` ones marked; the per-method files
-    of each ``bench/<suite>/`` folder merged into one section), validated."""
+    of each ``bench/<suite>/`` and ``bench/quick/<suite>/`` folder merged into one section), validated."""
     sections = []
     files = sorted(results_dir.glob("*.json")) + sorted((results_dir / "preliminary").glob("*.json"))
-    loaded = [(f.stem, _load(f), f.parent.name == "preliminary", False) for f in files]
+    loaded = [(f.stem, _load(f), f.parent.name == "preliminary", False, str(f.relative_to(results_dir)))
+              for f in files]
     suite_dirs = [p for p in results_dir.glob("*") if p.is_dir() and p.name not in ("preliminary", "bench")]
     suite_dirs += [p for p in (results_dir / "bench").glob("*") if p.is_dir()]
-    for d in sorted(suite_dirs):
+    quick_dirs = [p for p in (results_dir / "bench" / "quick").glob("*") if p.is_dir()]
+    for d in sorted(suite_dirs) + sorted(quick_dirs):
         parts = [_load(f) for f in sorted(d.glob("*.json"))]
         if parts:
-            loaded.append((d.name, merge_suite(d.name, parts), False, True))
-    for stem, result, preliminary, merged in loaded:
+            quick = d.parent.name == "quick"
+            loaded.append((d.name + QUICK * quick, merge_suite(d.name, parts, quick), False, True,
+                           f"{d.relative_to(results_dir)}/*.json"))
+    for stem, result, preliminary, merged, source in loaded:
         view = VIEWS.get(stem) or default_view(stem, result)
+        if stem.endswith(QUICK):
+            base = VIEWS.get(stem[:-len(QUICK)]) or view
+            view = replace(base, title=base.title + " --quick (reduced settings that run in minutes; not the record)")
         sections.append(Section(stem, view, result, sort_rows(rows_of(result, view.reference), view), preliminary,
-                                [i for i in view.images if (results_dir / i).is_file()], merged))
+                                [i for i in view.images if (results_dir / i).is_file()], merged, source=source))
     return sections
 
 
@@ -393,7 +405,7 @@ def glance(sections: list[Section]) -> list[dict]:
     """One line per result: the best row of ours and of the references on the ranking metric."""
     out = []
     rank = {p: i for i, p in enumerate(PILLARS)}
-    for s in sorted(sections, key=lambda s: rank.get(s.view.pillar, len(PILLARS))):
+    for s in sorted((s for s in sections if not s.name.endswith(QUICK)), key=lambda s: rank.get(s.view.pillar, len(PILLARS))):
         col = next((c for c in s.view.columns if c.metric == s.view.primary), Column(s.view.primary, s.view.primary, 3))
         groups = [("", s.rows)]
         if s.view.group_depth:          # rank within a setting, never across settings
@@ -449,7 +461,7 @@ def render_markdown(sections: list[Section], results_rel: str, assets_rel: str) 
 def _md_section(s: Section, results_rel: str, assets_rel: str) -> list[str]:
     r, v, a = s.result, s.view, _anchor(s.name)
     out = [f"### {v.title}{' (preliminary)' if s.preliminary else ''}", "",
-           f"`{s.name}.json` · catalog {', '.join(r['catalog_ids'])} · seeds {r['seeds']} · {r['date']} · "
+           f"`{s.source or s.name + '.json'}` · catalog {', '.join(r['catalog_ids'])} · seeds {r['seeds']} · {r['date']} · "
            f"{r['machine']}", ""]
     if s.plots:
         out += [f"![{p.stem}]({assets_rel}/{p.name})" for p in s.plots] + [""]
@@ -535,7 +547,7 @@ def render_html(markdown_sections: list[Section], results_rel: str, assets_rel: 
         for s in secs:
             r, v, a = s.result, s.view, _anchor(s.name)
             parts.append(f"<h3 id='sec-{e(s.name)}'>{e(v.title)}{' (preliminary)' if s.preliminary else ''}</h3><p class='meta'>"
-                         f"{e(s.name)}.json · catalog {e(', '.join(r['catalog_ids']))} · seeds {e(str(r['seeds']))} · "
+                         f"{e(s.source or s.name + '.json')} · catalog {e(', '.join(r['catalog_ids']))} · seeds {e(str(r['seeds']))} · "
                          f"{e(r['date'])} · {e(r['machine'])}</p>")
             for p in s.plots:
                 parts.append(f"<img src='{e(assets_rel)}/{e(p.name)}' alt='{e(p.stem)}' width='560'>")
