@@ -119,7 +119,7 @@ def graph_part(args, done, cells_path, runs: Path) -> None:
                 t0, tried = time.time(), []
                 teacher = [f"teacher.checkpoint={tdir}/export/model.safetensors"]
                 for g in grid:
-                    tag = "_".join(o.split(".")[-1].replace("=", "") for o in g)
+                    tag = "_".join(o.removeprefix("method.").replace("=", "") for o in g)
                     s = run_recipe(rdir / recipe, common + data + ov + g + teacher,
                                    runs / f"graph_{setting}_{row}_{tag}_s{seed}")
                     tried.append((s["val"]["acc"], s["test"]["acc"], g, s["wall_clock_s"]))
