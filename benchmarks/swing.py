@@ -15,6 +15,11 @@ Diagnostics (``--students``): ``swing_kd_only`` (α = 1: no hard labels at all),
 ``swing_clean_transfer`` (the student's text without the canary lines; only the teacher saw them),
 ``swing_untied_noshield`` (untied student embeddings).
 
+``--repeats 100`` inserts every canary 100 times instead of 10 (its own teacher, trained by this
+script; Swing's notes ask for 1, 10 and 100 insertions). ``clean_scratch`` has no canaries, so its
+cells serve every repeat count. Rows named ``*_v1posnoise`` were run with our previous Swing, whose
+noise was keyed by (window row, position) instead of by the query (see the method's docstring).
+
 Exposure (Carlini et al., arXiv 1802.08232) is exact: all 10^5 five-digit secrets are ranked
 after "\\nmy pin is " (``potstill.eval.privacy.exact_exposures``); reported as the mean over the 10
 inserted canaries, next to the mean over 10 never-inserted ones (what chance looks like).
@@ -51,7 +56,7 @@ STUDENTS = {
 DEFAULT = ["plain_kd", "kd_no_private_ce", "swing", "swing_noshield", "clean_scratch"]   # the rest: diagnostics
 
 
-def exposures_of(run_dir: Path) -> dict:
+def exposures_of(run_dir: Path, data_ov: list[str]) -> dict:
     """Mean exact exposure of the inserted and of the unseen canaries (data config of the teacher)."""
     import yaml
 
@@ -61,6 +66,9 @@ def exposures_of(run_dir: Path) -> dict:
     from potstill.eval.privacy import exact_exposures
 
     data = yaml.safe_load((ROOT / "recipes/lm/teacher_pydoc.yaml").read_text())["data"]
+    for o in data_ov:                                     # data.canary_repeats=N
+        k, v = o.split("=")
+        data[k.split(".", 1)[1]] = int(v)
     info = load_dataset(data).info
     c, itos = info["canaries"], info["itos"]
     model = load_model(run_dir)
@@ -83,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/swing"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="swing")
+    ap.add_argument("--repeats", type=int, default=10, help="copies of each canary in the training text")
     args = ap.parse_args(argv)
     runs, results = Path(args.runs), Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -92,28 +101,36 @@ def main(argv=None) -> int:
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     short = [f"trainer.steps={args.steps}", f"trainer.eval_every={args.steps}"] if args.steps else []
     tag = f"@{args.steps}steps" if args.steps else ""
+    rep = f"x{args.repeats}" if args.repeats != 10 else ""          # 10 copies: the recipes' (unsuffixed) rows
+    data = [f"data.canary_repeats={args.repeats}"] if rep else []
+    cache = ["teacher.cache=true", f"teacher.cache_dir={runs / 'teacher_cache'}"]   # data windows' logits, once
 
-    def cell(key, recipe, overrides, out, extra):
+    def cell(key, recipe, overrides, out, extra, data_ov):
         if key in done:
             return
         t0 = time.time()
         s = run_recipe(recipe, overrides, out)
         rec = {"cell": key, **extra, "steps": s["steps"], "train_s": s["wall_clock_s"], "val_nll": s["val"]["nll"],
-               "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"], **exposures_of(out),
+               "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"], **exposures_of(out, data_ov),
                "machine": s.get("machine"), "cell_s": round(time.time() - t0, 1)}
         append_cell(cells_path, done, rec)
         print(key, {k: v for k, v in rec.items() if k in ("val_nll", "exposure_inserted", "exposure_unseen")}, flush=True)
         report(args, done)
 
-    teacher_dir = runs.parent / "lm_text" / "pydoc_teacher"          # shared with lm_text / distillspec
-    cell("teacher/seed0", rdir / "teacher_pydoc.yaml", common, teacher_dir, {"model": "teacher", "seed": 0})
+    # the 10-copy teacher is shared with lm_text / distillspec
+    teacher_dir = runs / f"teacher_{rep}" if rep else runs.parent / "lm_text" / "pydoc_teacher"
+    cell(f"teacher{rep}/seed0", rdir / "teacher_pydoc.yaml", common + data, teacher_dir,
+         {"model": f"teacher{rep}", "seed": 0, "repeats": args.repeats}, data)
     ckpt = teacher_dir / "export" / "model.safetensors"
     for seed in range(args.seeds):
         for name in args.students:
             recipe, ov = STUDENTS[name]
-            teacher = [f"teacher.checkpoint={ckpt}", f"method.seed={seed}"] if recipe.startswith("swing") else []
-            cell(f"{name}{tag}/seed{seed}", rdir / recipe, common + short + [f"trainer.seed={seed}"] + ov + teacher,
-                 runs / f"{name}_s{seed}{tag.replace('@', '_')}", {"model": f"{name}{tag}", "seed": seed})
+            r = "" if name == "clean_scratch" else rep                     # no canaries: one row for all
+            teacher = [f"teacher.checkpoint={ckpt}", f"method.seed={seed}"] + cache if recipe.startswith("swing") else []
+            cell(f"{name}{r}{tag}/seed{seed}", rdir / recipe,
+                 common + short + [f"trainer.seed={seed}"] + (data if r else []) + ov + teacher,
+                 runs / f"{name}{r}_s{seed}{tag.replace('@', '_')}", {"model": f"{name}{r}{tag}", "seed": seed,
+                                                                      "repeats": args.repeats if r else 0}, data)
     report(args, done)
     return 0
 
@@ -126,29 +143,33 @@ def report(args, done: dict) -> None:
     metrics, baselines = {}, {}
     lines = ["| model | seeds | mean exposure, inserted (bits) | mean exposure, unseen | val NLL (nats/char) | val bits/char |",
              "|---|---|---|---|---|---|"]
-    for model, cs in sorted(groups.items(), key=lambda kv: (kv[0] != "teacher", kv[0])):
+    for model, cs in sorted(groups.items(), key=lambda kv: (not kv[0].startswith("teacher"), kv[0])):
         m = {k: stat([c[k] for c in cs]) for k in ("exposure_inserted", "exposure_unseen", "val_nll", "val_bpc")}
         for k, v in m.items():
-            (baselines if model == "teacher" else metrics)[f"{model}/{k}"] = v
+            (baselines if model.startswith("teacher") else metrics)[f"{model}/{k}"] = v
         f = lambda k, d=3: f"{m[k]['mean']:.{d}f} ± {m[k]['std']:.{d}f}"  # noqa: E731
         lines.append(f"| {model} | {len(cs)} | {f('exposure_inserted', 2)} | {f('exposure_unseen', 2)} | {f('val_nll')} | {f('val_bpc')} |")
-    kd = [k for k in groups if k.startswith("plain_kd")]
-    sw = [k for k in groups if k.startswith("swing") and not k.startswith("swing_")]   # the recipe's setting
-    if kd and sw:
-        ekd, esw = (stat([c["exposure_inserted"] for c in groups[k[0]]])["mean"] for k in (kd, sw))
-        nkd, nsw = (stat([c["val_nll"] for c in groups[k[0]]])["mean"] for k in (kd, sw))
+    lines.append("")
+    for kd in sorted(k for k in groups if k.startswith("plain_kd")):       # one comparison per repeat count
+        sw = "swing" + kd[len("plain_kd"):]                                # plain_kd[x100]@steps -> swing[x100]@steps
+        if sw not in groups:
+            continue
+        ekd, esw = (stat([c["exposure_inserted"] for c in groups[k]])["mean"] for k in (kd, sw))
+        nkd, nsw = (stat([c["val_nll"] for c in groups[k]])["mean"] for k in (kd, sw))
         cut, worse = 100 * (1 - esw / ekd) if ekd else float("nan"), 100 * (nsw / nkd - 1)
-        metrics["swing_vs_kd/exposure_cut_pct"] = {"mean": cut, "std": 0.0, "n": 1}
-        metrics["swing_vs_kd/val_nll_worse_pct"] = {"mean": worse, "std": 0.0, "n": 1}
+        copies = groups[kd][0].get("repeats", 10)
+        metrics[f"{sw}_vs_{kd}/exposure_cut_pct"] = {"mean": cut, "std": 0.0, "n": 1}
+        metrics[f"{sw}_vs_{kd}/val_nll_worse_pct"] = {"mean": worse, "std": 0.0, "n": 1}
         ok = cut >= 80 and worse <= 5
-        lines += ["", f"Swing vs plain KD: mean exposure cut by {cut:.1f}% (target ≥ 80%), validation NLL "
-                      f"{worse:+.2f}% (target ≤ +5%): {'target met' if ok else 'target NOT met'}."]
+        lines.append(f"- canaries × {copies}: Swing vs plain KD, mean exposure cut by {cut:.1f}% (target ≥ 80%), "
+                     f"validation NLL {worse:+.2f}% (target ≤ +5%): {'target met' if ok else 'target NOT met'}.")
     result = {
         "catalog_ids": ["K11"],
-        "command": "python benchmarks/swing.py --seeds 3 --steps 1000 --threads 1; diagnostic rows (1 seed): "
-                   "python benchmarks/swing.py --seeds 1 --steps 1000 --threads 1 --students swing_kd_only "
+        "command": "python benchmarks/swing.py --seeds 3 --steps 1000 --threads 1 [--repeats 100]; diagnostic rows "
+                   "(1 seed): python benchmarks/swing.py --seeds 1 --steps 1000 --threads 1 --students swing_kd_only "
                    "swing_clean_transfer swing_untied_noshield",
-        "dataset": "pydoc_chars (block 64) with 10 canaries 'my pin is NNNNN' x 10 copies in the training text",
+        "dataset": "pydoc_chars (block 64) with 10 canaries 'my pin is NNNNN' x 10 copies (rows x100: x 100 copies) "
+                   "in the training text",
         "seeds": sorted({c["seed"] for c in cells}),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_s"] for c in cells), 1),

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import TINY_LM, build_lm_method
-from potstill.methods.lm.swing import (hashed_uniform, laplace_from_uniform, privacy_likelihood, shield_private_vocab,
-                                      swing_targets)
+from potstill.methods.lm.swing import (context_keys, hashed_uniform, laplace_from_uniform, privacy_likelihood,
+                                      shield_private_vocab, swing_targets)
 
 GPT = TINY_LM
 
@@ -78,6 +78,30 @@ def test_keyed_noise_repeats_across_steps_and_hides_the_margin():
     out = swing_targets(zz, torch.ones(n, 1), 2.0, 20.0, 1.0, torch.arange(n)[:, None], seed=1)
     share = (out.argmax(-1) == 3).float().mean().item()
     assert share < 0.13                                       # 0.1 = chance; without noise it is 1.0
+
+
+def test_context_keys_name_the_query_not_the_place():
+    x = torch.tensor([[5, 1, 2, 3, 9, 1, 2, 3],
+                      [7, 7, 7, 7, 7, 1, 2, 3]])
+    k = context_keys(x, 3)
+    assert k.shape == x.shape
+    assert k[0, 3] == k[0, 7] == k[1, 7]              # "1 2 3" ends there: same query, wherever it is
+    assert k[0, 3] != k[1, 6] and k[0, 2] != k[0, 3]
+    assert k[1, 1] != k[1, 2]                          # a window's first tokens: shorter contexts are other queries
+    assert torch.equal(context_keys(x[1:], 3), k[1:])  # independent of the batch it is in
+    assert len(set(context_keys(torch.arange(1000)[None], 4)[0].tolist())) == 1000
+
+
+def test_a_repeated_secret_gets_the_same_noise_every_time_so_averaging_cannot_recover_it():
+    vocab, n = 10, 20_000
+    z = torch.zeros(n, 1, vocab)
+    z[..., 3] = 8.0                                            # the memorised digit after this context
+    x = torch.tensor([[4, 2, 6]]).expand(n, 3)                 # the same query, released n times
+    keys = context_keys(x, 3)[:, -1:]
+    keyed = swing_targets(z, torch.ones(n, 1), 2.0, 20.0, 1.0, keys).exp()
+    assert torch.allclose(keyed, keyed[:1].expand_as(keyed))   # one noisy answer, repeated
+    fresh = swing_targets(z, torch.ones(n, 1), 2.0, 20.0, 1.0, generator=torch.Generator().manual_seed(0)).exp()
+    assert fresh.mean(0).argmax().item() == 3                  # fresh draws average back to the secret's digit
 
 
 def test_noise_is_finite_even_where_the_uniform_draw_is_extreme(monkeypatch):

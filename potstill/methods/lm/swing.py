@@ -11,8 +11,9 @@ distillation softens exactly those soft targets:
   teacher distribution p_t = softmax(z_t / T_t),
       p̃_t = normalise(max(0, p_t + π_t · ε_t)),   ε_t,v ~ Laplace(0, Δ/ε),  Δ = 2,
   where Δ = 2 is the L1 sensitivity of a probability vector and ε the privacy budget of one
-  released soft target (clipping and renormalising are post-processing). The noise of a position
-  is drawn once (keyed by the window row and position, so it does not average out over epochs);
+  released soft target (clipping and renormalising are post-processing). The noise is a fixed
+  function of the *query*, the last ``noise_context`` input tokens (see "Why the noise is keyed"
+  below);
 * the loss   L = α · T_0² · mean_t KL(p̃_t || softmax(s_t / T_0)) + (1 − α) · CE on the
   non-private data tokens only (a hard label of a private token would teach the secret directly;
   ``private_ce: true`` keeps them).
@@ -29,6 +30,19 @@ shrink the secret's margin *in probability space* (p_t → uniform as T_t grows)
 fixed size, set by ε, drowns it. Our first version put the noise on the logits before the
 division by T_t (Laplace(1) on z, i.e. 1/T_t after tempering): the margin survived, and
 benchmarks/swing.py cut mean exposure by only 44% against plain KD (T_max = 100: 46%).
+
+Why the noise is keyed by the query. A secret repeated in the training text (10 or 100 copies of
+a canary line), seen again every epoch and in two overlapping windows per copy, would get a fresh
+noise draw every time it is released; the student fits the *average* target, the noise averages
+out, and what is left, softmax(z/T_max), ranks the secret's digits exactly as the teacher does.
+(In differential-privacy terms: every fresh release of the same target spends ε again.) We answer
+the same query with the same noisy target instead, as a DP query cache does, so repeats cost
+nothing. The query is the last ``noise_context`` tokens (8 by default: "pin is 4" already names a
+canary digit's position, while longer contexts would make each copy of a canary a new query
+because the text before it differs). Our previous version keyed the noise by (window row,
+position): every copy and both overlapping windows drew their own noise, and benchmarks/swing.py
+cut mean exposure by 59% against plain KD (canaries × 10). ``noise_context: 0`` draws fresh noise
+every step (the unkeyed reading of the paper).
 
 Only the teacher's side swings: the student is always read at T_0. With the student at T_t as
 well (our first version), a high temperature makes KL(softmax(z/T) || softmax(s/T)) · T² approach
@@ -62,6 +76,7 @@ class SwingConfig:
     swing: bool = True                # false: no temperature swing and no noise (KD at T_0)
     private_ce: bool = False          # also take CE on private tokens (plain KD: swing false, private_ce true)
     shield: bool = True               # also swing the private vocabulary's share of public positions' targets
+    noise_context: int = 8            # noise keyed by the last k input tokens (same query, same noise); 0: fresh per step
     seed: int = 0
 
     def __post_init__(self):
@@ -71,6 +86,8 @@ class SwingConfig:
             raise ValueError("need 0 < base_temperature <= max_temperature")
         if self.epsilon < 0:
             raise ValueError("epsilon must be >= 0 (0 = no noise)")
+        if self.noise_context < 0:
+            raise ValueError("noise_context must be >= 0 (0 = fresh noise every step)")
 
 
 def privacy_likelihood(y: torch.Tensor, private: torch.Tensor) -> torch.Tensor:
@@ -92,6 +109,18 @@ def hashed_uniform(keys: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     x = x ^ ((x >> 31) & ((1 << 33) - 1))
     u = ((x >> 11) & ((1 << 53) - 1)).double() / float(1 << 53)
     return u.clamp(1e-7, 1 - 1e-7).float()
+
+
+def context_keys(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One int64 key per position of ``x`` (batch, length): a polynomial hash of the last ``k`` tokens
+    up to and including that position. Equal contexts get equal keys wherever they occur; a position
+    with fewer than ``k`` tokens before it in its window hashes the shorter context (another query)."""
+    pad = torch.full((x.shape[0], k - 1), -1, dtype=torch.long, device=x.device)
+    win = torch.cat([pad, x.long()], 1).unfold(1, k, 1) + 1                 # (batch, length, k); 0 = no token
+    powers = torch.ones(k, dtype=torch.long, device=x.device)
+    for j in range(1, k):                                                    # int64 products wrap modulo 2^64
+        powers[j] = powers[j - 1] * 1_000_003
+    return (win * powers.flip(0)).sum(-1)
 
 
 def laplace_from_uniform(u: torch.Tensor) -> torch.Tensor:
@@ -119,8 +148,8 @@ def swing_targets(teacher_logits: torch.Tensor, pi: torch.Tensor, t0: float, tma
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Log of the swung, noised soft targets p̃_t (−inf where clipping zeroed an entry).
 
-    ``keys`` (one integer per position, e.g. window row × length + position) fixes each position's
-    noise; without them the noise is drawn from ``generator``.
+    ``keys`` (one integer per position, e.g. :func:`context_keys`) fixes each position's noise;
+    without them the noise is drawn from ``generator``.
     """
     temp = t0 + (tmax - t0) * pi
     p = torch.softmax(teacher_logits.float() / temp[..., None], dim=-1)
@@ -177,9 +206,7 @@ class Swing(LMMethod):
         pi = privacy_likelihood(y, self.private.to(y.device)) if cfg.swing else torch.zeros_like(y, dtype=torch.float)
         with torch.no_grad():
             t = self.teacher(x, index=batch.get("index")).logits
-        index = batch.get("index")
-        keys = index.to(y.device)[:, None] * y.shape[1] + torch.arange(y.shape[1], device=y.device) \
-            if index is not None else None
+        keys = context_keys(x, cfg.noise_context) if cfg.noise_context else None
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         log_target = swing_targets(t, pi, cfg.base_temperature, cfg.max_temperature,
                                    cfg.epsilon if cfg.swing else 0.0, keys, cfg.seed, g)
