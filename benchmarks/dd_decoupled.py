@@ -25,7 +25,8 @@ as it finishes (rerun the same command to continue):
   (the heavy reference: the teacher relabels every augmented batch online - label bytes = what storing
   those labels would cost, epochs x N x K float32, as counted by the protocol), ``hello+static`` (one stored
   teacher soft label per image, N x K float32) and ``hello+prototypes`` (the unfitted projector: zero
-  fitting steps, B A = 0). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``;
+  fitting steps, B A = 0). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
+  CV-DD's committee and INFER's extra teachers under ``<runs>/member_cache`` (one training per member);
 * ``random/ipc<N>`` - the hard-label random coreset (context);
 * DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
   recipe's evaluation network (a ResNet; the selection used the ConvNet teacher's embedding), next
@@ -200,6 +201,8 @@ def main(argv=None) -> int:
             ov.append(f"teacher.checkpoint={done['teacher_dsa']['export'] if c['method'] in DSA_TEACHER else ckpt}")
         if c["method"] == "hello":
             ov.append(f"method.encoder.cache_dir={runs / 'hello_encoder_cache'}")
+        if c["method"] in ("cvdd", "infer"):       # committee / extra teachers trained once, shared with the relabelled row
+            ov.append(f"method.member_cache={runs / 'member_cache'}")
         print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         try:

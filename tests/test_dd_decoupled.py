@@ -204,6 +204,21 @@ def test_cvdd_trains_its_committee_and_rejects_members_without_bn(tiny):
         cls.build(bad, BuildContext(data=tiny))
 
 
+def test_committee_members_trained_once_are_reloaded_from_the_member_cache(tiny, tmp_path, monkeypatch):
+    from potstill.methods.dataset import cvdd
+
+    mc = MemberConfig(model=BN_NET, epochs=1, batch_size=64)
+    first, acc = cvdd.squeeze_member(mc, tiny, 3, "m", tmp_path)
+    assert len(list(tmp_path.glob("member_*.safetensors"))) == 1
+    monkeypatch.setattr(cvdd.F, "cross_entropy", lambda *a, **k: pytest.fail("a cached member was retrained"))
+    again, acc2 = cvdd.squeeze_member(mc, tiny, 3, "m", tmp_path)
+    assert acc2 == acc and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    # another seed or spec is another member
+    assert cvdd.member_cache_file(mc, tiny, 4, tmp_path) != cvdd.member_cache_file(mc, tiny, 3, tmp_path)
+    assert cvdd.member_cache_file(MemberConfig(model=BN_NET, epochs=2, batch_size=64), tiny, 3, tmp_path) \
+        != cvdd.member_cache_file(mc, tiny, 3, tmp_path)
+
+
 # --- INFER ---------------------------------------------------------------------------------------
 def test_infer_budget_split():
     assert ipc_init(10, 4, 100) == 9 and ipc_init(10, 1, 10) == 9 and ipc_init(10, 3, 10) == 7

@@ -26,7 +26,10 @@ networks instead of one teacher, and soft labels voted by the committee.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -69,20 +72,36 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
     return hits / max(1, len(x))
 
 
-def squeeze_member(cfg: MemberConfig, data, seed: int, key: str) -> tuple[nn.Module, float]:
+def member_cache_file(cfg: MemberConfig, data, seed: int, cache_dir: str | Path) -> Path:
+    """Where a member trained here is kept: a name derived from its spec, its seed and the training split."""
+    x, y = data.train.x, data.train.y
+    h = hashlib.sha256(json.dumps({**asdict(cfg), "checkpoint": "", "seed": seed, "shape": list(x.shape)},
+                                  sort_keys=True).encode())
+    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
+    h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
+    return Path(cache_dir) / f"member_{h.hexdigest()[:16]}.safetensors"
+
+
+def squeeze_member(cfg: MemberConfig, data, seed: int, key: str,
+                   cache_dir: str | Path = "") -> tuple[nn.Module, float]:
     """One committee member: built from its spec, loaded or trained on the real training split (seeded,
-    independent of the caller's RNG); returns (model in eval mode on the CPU, prior performance)."""
+    independent of the caller's RNG); returns (model in eval mode on the CPU, prior performance).
+
+    With ``cache_dir`` a member trained here is stored there and reloaded by any later run with the same
+    spec, seed and training split (benchmarks relabel random images with the committee of a finished run)."""
+    from ...core.checkpoint import atomic_save_safetensors, load_module_weights
     from ...data.augment import random_shift
     from ...models import build_model
 
+    cache = member_cache_file(cfg, data, seed, cache_dir) if cache_dir and not cfg.checkpoint else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_model(cfg.model, data.in_shape, data.num_classes, f"{key}.model")
         require_bn(model, f"{key}.model")
         if cfg.checkpoint:
-            from ...core.checkpoint import load_module_weights
-
             load_module_weights(model, cfg.checkpoint, f"{key}.checkpoint")
+        elif cache is not None and cache.is_file():
+            load_module_weights(model, cache, f"{key} (member cache)")
         else:
             dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
             model.to(dev).train()
@@ -106,6 +125,9 @@ def squeeze_member(cfg: MemberConfig, data, seed: int, key: str) -> tuple[nn.Mod
                     opt.step()
                     sched.step()
             model.cpu()
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                atomic_save_safetensors(model.state_dict(), cache)
     split = data.val if data.val is not None and len(data.val) else data.train
     return model.eval(), accuracy(model, split.x, split.y)
 
@@ -127,6 +149,7 @@ class CVDDConfig(SRe2LConfig):
     members_per_step: int = 2        # members drawn per recovery step (0 = all)
     vote_temperature: float = 0.1    # tau of the prior-performance weights softmax(acc / tau)
     seed: int = 0                    # member m trains with seed + m
+    member_cache: str = ""           # keep members trained here in this folder (reused by later runs)
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,7 +177,7 @@ class CVDD(SRe2L):
         Method.__init__(self, cfg)
         self._setup_images(cfg, data)
         if members is None:
-            trained = [squeeze_member(m, data, cfg.seed + i, f"method.committee[{i}]")
+            trained = [squeeze_member(m, data, cfg.seed + i, f"method.committee[{i}]", cfg.member_cache)
                        for i, m in enumerate(cfg.committee)]
             members, accs = [m for m, _ in trained], [a for _, a in trained]
         for i, m in enumerate(members):
@@ -200,4 +223,4 @@ class CVDD(SRe2L):
         return out
 
 
-__all__ = ["CVDD", "CVDDConfig", "MemberConfig", "squeeze_member", "committee_vote", "vote_weights"]
+__all__ = ["CVDD", "CVDDConfig", "MemberConfig", "member_cache_file", "squeeze_member", "committee_vote", "vote_weights"]

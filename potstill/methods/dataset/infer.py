@@ -58,6 +58,7 @@ class INFERConfig:
     relabel: bool = True            # false: hard (one-hot) labels instead of the static soft labels
     extra_teachers: list[MemberConfig] = field(default_factory=list)
     seed: int = 0                   # extra teacher i trains with seed + i
+    member_cache: str = ""          # keep extra teachers trained here in this folder (reused by later runs)
 
     def __post_init__(self):
         if self.ipc < 1:
@@ -117,7 +118,7 @@ class INFER(SyntheticDataMethod):
     @classmethod
     def build(cls, cfg, ctx):
         teachers = [ctx.teacher().model]
-        teachers += [squeeze_member(mc, ctx.data, cfg.seed + i, f"method.extra_teachers[{i}]")[0]
+        teachers += [squeeze_member(mc, ctx.data, cfg.seed + i, f"method.extra_teachers[{i}]", cfg.member_cache)[0]
                      for i, mc in enumerate(cfg.extra_teachers)]
         return cls(cfg, ctx.data, teachers)
 
