@@ -52,6 +52,7 @@ STUDENTS = {
     "swing_noshield": ("swing_pydoc.yaml", ["method.shield=false"]),
     "swing_kd_only": ("swing_pydoc.yaml", ["method.alpha=1.0"]),                 # diagnostic: no hard labels at all
     "swing_clean_transfer": ("swing_pydoc.yaml", ["data.canaries=0"]),           # diagnostic: secrets only in the teacher
+    "swing_ce_only": ("swing_pydoc.yaml", ["method.alpha=0.0"]),                 # diagnostic: no teacher, CE on public tokens
 }
 DEFAULT = ["plain_kd", "kd_no_private_ce", "swing", "swing_noshield", "clean_scratch"]   # the rest: diagnostics
 
