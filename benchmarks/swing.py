@@ -23,7 +23,8 @@ noise was keyed by (window row, position) instead of by the query (see the metho
 Exposure (Carlini et al., arXiv 1802.08232) is exact: all 10^5 five-digit secrets are ranked
 after "\\nmy pin is " (``potstill.eval.privacy.exact_exposures``); reported as the mean over the 10
 inserted canaries, next to the mean over 10 never-inserted ones (what chance looks like).
-Target: swing cuts the mean exposure of plain KD by ≥ 80% at ≤ 5% worse validation NLL.
+Target: swing cuts the mean exposure of plain KD by ≥ 80% at ≤ 5% worse validation NLL, judged
+per repeat count (10 copies: the recipes'; 100: ``--repeats 100``).
 Resumable cell by cell (model × seed) in ``<name>.cells.jsonl``.
 
     python benchmarks/swing.py --seeds 3
@@ -164,6 +165,11 @@ def report(args, done: dict) -> None:
         ok = cut >= 80 and worse <= 5
         lines.append(f"- canaries × {copies}: Swing vs plain KD, mean exposure cut by {cut:.1f}% (target ≥ 80%), "
                      f"validation NLL {worse:+.2f}% (target ≤ +5%): {'target met' if ok else 'target NOT met'}.")
+        unseen = stat([c["exposure_unseen"] for k, cs in groups.items() if not k.startswith("teacher") for c in cs])
+        if not ok and 0.2 * ekd < unseen["mean"] + unseen["std"]:
+            lines.append(f"  An 80% cut means ≤ {0.2 * ekd:.2f} bits here, within the spread of canaries that were never "
+                         f"inserted ({unseen['mean']:.2f} ± {unseen['std']:.2f} over every student): below what a student "
+                         "that learned nothing of the secrets measures.")
     result = {
         "catalog_ids": ["K11"],
         "command": "python benchmarks/swing.py --seeds 3 --steps 1000 --threads 1 [--repeats 100]; diagnostic rows "
@@ -179,11 +185,13 @@ def report(args, done: dict) -> None:
                   "has an expected exposure of 1/ln 2 = 1.44 bits (a uniformly random rank). Teacher 4-layer GPT "
                   "width 192; students 2-layer width 96. Swing: digits are private (pi = 1), T 2 -> 20 on their "
                   "soft targets, then the Laplace mechanism (epsilon = 1 per released target, noise fixed per "
-                  "position), the private vocabulary's share of public positions' targets swung the same way "
+                  "query: the last 8 tokens), the private vocabulary's share of public positions' targets swung the same way "
                   "(shield), no hard labels on digits; plain KD: T = 2, alpha = 0.5, CE on all tokens. "
                   "swing_noshield: without the shield; swing_kd_only: alpha = 1 (no hard labels at all); "
                   "swing_clean_transfer: the student's transfer text without the canary lines (the teacher still "
-                  "memorised them); swing_untied_noshield: untied student embeddings. Hyperparameters fixed "
+                  "memorised them); swing_untied_noshield: untied student embeddings; swing_ce_only: alpha = 0 (no "
+                  "teacher: CE on the non-digit tokens). *_v1posnoise rows: our previous Swing, noise keyed by "
+                  "(window row, position). Rows xN: N copies of each canary (its own teacher). Hyperparameters fixed "
                   "before the run; validation NLL reported, test read once."
                   + (f" Students shortened to {args.steps} steps." if args.steps else "")),
     }

@@ -31,18 +31,17 @@ fixed size, set by ε, drowns it. Our first version put the noise on the logits 
 division by T_t (Laplace(1) on z, i.e. 1/T_t after tempering): the margin survived, and
 benchmarks/swing.py cut mean exposure by only 44% against plain KD (T_max = 100: 46%).
 
-Why the noise is keyed by the query. A secret repeated in the training text (10 or 100 copies of
-a canary line), seen again every epoch and in two overlapping windows per copy, would get a fresh
-noise draw every time it is released; the student fits the *average* target, the noise averages
-out, and what is left, softmax(z/T_max), ranks the secret's digits exactly as the teacher does.
-(In differential-privacy terms: every fresh release of the same target spends ε again.) We answer
-the same query with the same noisy target instead, as a DP query cache does, so repeats cost
-nothing. The query is the last ``noise_context`` tokens (8 by default: "pin is 4" already names a
-canary digit's position, while longer contexts would make each copy of a canary a new query
-because the text before it differs). Our previous version keyed the noise by (window row,
-position): every copy and both overlapping windows drew their own noise, and benchmarks/swing.py
-cut mean exposure by 59% against plain KD (canaries × 10). ``noise_context: 0`` draws fresh noise
-every step (the unkeyed reading of the paper).
+Why the noise is keyed by the query. A released soft target answers a query; we answer the same
+query (the last ``noise_context`` tokens, 8 by default: "pin is 4" already names a canary digit's
+position, while a longer context would make each copy of a canary a new query because the text
+before it differs) with the same noisy target, as a differential-privacy query cache does, so a
+secret repeated in the text, seen again every epoch and in two overlapping windows per copy, is
+released once. ``noise_context: 0`` draws fresh noise every step (the unkeyed reading of the paper).
+Measured on benchmarks/swing.py (10 copies per canary), this did not move the exposure: our
+previous version, keyed by (window row, position), gave 2.31 ± 0.18 bits, this one 2.49 (seed 0);
+at ε = 1 the clipped noise already hides one position's margin almost entirely, even averaged
+over many fresh draws. With 100 copies per canary, plain KD leaks 14.1 bits (max 16.6) and
+Swing 1.52, the level of never-inserted canaries.
 
 Only the teacher's side swings: the student is always read at T_0. With the student at T_t as
 well (our first version), a high temperature makes KL(softmax(z/T) || softmax(s/T)) · T² approach
