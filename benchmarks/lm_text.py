@@ -33,6 +33,7 @@ from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 DIVERGENCES = ["forward_kl", "reverse_kl", "jsd", "tv", "skew_kl", "skew_rkl"]
+POLICIES = {"off": 0.0, "on": 0.5}
 #: the skew divergences' mixing weight: DistiLLM's alpha = 0.1 (Ko et al., arXiv 2402.03898). Rows
 #: ``skew_*_a0.5`` were run earlier with the recipe's beta = 0.5 (the JSD default), kept as an ablation.
 SKEW_ALPHA = 0.1
@@ -41,7 +42,6 @@ SKEW_ALPHA = 0.1
 def div_label(div: str) -> str:
     """How a divergence is named in cells and run folders (the skew ones carry their alpha)."""
     return f"{div}_a{SKEW_ALPHA}" if div.startswith("skew") else div
-POLICIES = {"off": 0.0, "on": 0.5}
 
 
 def exact_match_of(run_dir: Path, task: str) -> dict:

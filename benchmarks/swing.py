@@ -58,7 +58,7 @@ STUDENTS = {
 DEFAULT = ["plain_kd", "kd_no_private_ce", "swing", "swing_noshield", "clean_scratch"]   # the rest: diagnostics
 
 
-def exposures_of(run_dir: Path, data_ov: list[str]) -> dict:
+def exposures_of(run_dir: Path, repeats: int) -> dict:
     """Mean exact exposure of the inserted and of the unseen canaries (data config of the teacher)."""
     import yaml
 
@@ -68,9 +68,7 @@ def exposures_of(run_dir: Path, data_ov: list[str]) -> dict:
     from potstill.eval.privacy import exact_exposures
 
     data = yaml.safe_load((ROOT / "recipes/lm/teacher_pydoc.yaml").read_text())["data"]
-    for o in data_ov:                                     # data.canary_repeats=N
-        k, v = o.split("=")
-        data[k.split(".", 1)[1]] = int(v)
+    data["canary_repeats"] = repeats
     info = load_dataset(data).info
     c, itos = info["canaries"], info["itos"]
     model = load_model(run_dir)
@@ -107,13 +105,13 @@ def main(argv=None) -> int:
     data = [f"data.canary_repeats={args.repeats}"] if rep else []
     cache = ["teacher.cache=true", f"teacher.cache_dir={runs / 'teacher_cache'}"]   # data windows' logits, once
 
-    def cell(key, recipe, overrides, out, extra, data_ov):
+    def cell(key, recipe, overrides, out, extra):
         if key in done:
             return
         t0 = time.time()
         s = run_recipe(recipe, overrides, out)
         rec = {"cell": key, **extra, "steps": s["steps"], "train_s": s["wall_clock_s"], "val_nll": s["val"]["nll"],
-               "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"], **exposures_of(out, data_ov),
+               "val_bpc": s["val"]["bpc"], "test_nll": s["test"]["nll"], **exposures_of(out, args.repeats),
                "machine": s.get("machine"), "cell_s": round(time.time() - t0, 1)}
         append_cell(cells_path, done, rec)
         print(key, {k: v for k, v in rec.items() if k in ("val_nll", "exposure_inserted", "exposure_unseen")}, flush=True)
@@ -122,7 +120,7 @@ def main(argv=None) -> int:
     # the 10-copy teacher is shared with lm_text / distillspec
     teacher_dir = runs / f"teacher_{rep}" if rep else runs.parent / "lm_text" / "pydoc_teacher"
     cell(f"teacher{rep}/seed0", rdir / "teacher_pydoc.yaml", common + data, teacher_dir,
-         {"model": f"teacher{rep}", "seed": 0, "repeats": args.repeats}, data)
+         {"model": f"teacher{rep}", "seed": 0, "repeats": args.repeats})
     ckpt = teacher_dir / "export" / "model.safetensors"
     for seed in range(args.seeds):
         for name in args.students:
@@ -132,7 +130,7 @@ def main(argv=None) -> int:
             cell(f"{name}{r}{tag}/seed{seed}", rdir / recipe,
                  common + short + [f"trainer.seed={seed}"] + (data if r else []) + ov + teacher,
                  runs / f"{name}{r}_s{seed}{tag.replace('@', '_')}", {"model": f"{name}{r}{tag}", "seed": seed,
-                                                                      "repeats": args.repeats if r else 0}, data)
+                                                                      "repeats": args.repeats if r else 0})
     report(args, done)
     return 0
 

@@ -8,6 +8,7 @@ process; no fsync, so not against a power cut.)
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -189,3 +190,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
         raise CheckpointError(f"checkpoint {path}: meta.json lacks an integer 'step'")
     return tensors, meta
+
+
+def cache_digest(settings: dict, *tensors: torch.Tensor) -> str:
+    """16 hex digits naming a cached artefact: its settings (JSON, sorted keys) and the exact bytes of
+    the tensors it was computed from (e.g. the training split). Equal inputs, equal name."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

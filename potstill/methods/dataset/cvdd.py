@@ -26,8 +26,6 @@ networks instead of one teacher, and soft labels voted by the committee.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -74,12 +72,10 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
 
 def member_cache_file(cfg: MemberConfig, data, seed: int, cache_dir: str | Path) -> Path:
     """Where a member trained here is kept: a name derived from its spec, its seed and the training split."""
-    x, y = data.train.x, data.train.y
-    h = hashlib.sha256(json.dumps({**asdict(cfg), "checkpoint": "", "seed": seed, "shape": list(x.shape)},
-                                  sort_keys=True).encode())
-    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
-    h.update(y.detach().cpu().long().contiguous().numpy().tobytes())
-    return Path(cache_dir) / f"member_{h.hexdigest()[:16]}.safetensors"
+    from ...core.checkpoint import cache_digest
+
+    digest = cache_digest({**asdict(cfg), "checkpoint": "", "seed": seed}, data.train.x.float(), data.train.y.long())
+    return Path(cache_dir) / f"member_{digest}.safetensors"
 
 
 def squeeze_member(cfg: MemberConfig, data, seed: int, key: str,

@@ -77,7 +77,6 @@ only, the fit uses KL at temperature T on DSA views, and the refinement uses the
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -188,10 +187,9 @@ def _cache_file(cfg: EncoderConfig, data) -> Path | None:
     """Where a rotation-trained encoder is kept: a name derived from its settings and the training images."""
     if not cfg.cache_dir or cfg.checkpoint or cfg.objective != "rotation":
         return None
-    x = data.train.x
-    h = hashlib.sha256(json.dumps({**asdict(cfg), "cache_dir": "", "shape": list(x.shape)}, sort_keys=True).encode())
-    h.update(x.detach().cpu().float().contiguous().numpy().tobytes())
-    digest = h.hexdigest()[:16]
+    from ...core.checkpoint import cache_digest
+
+    digest = cache_digest({**asdict(cfg), "cache_dir": ""}, data.train.x.float())
     return Path(cfg.cache_dir) / f"hello_encoder_{digest}.safetensors"
 
 
