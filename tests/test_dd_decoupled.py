@@ -204,6 +204,44 @@ def test_cvdd_trains_its_committee_and_rejects_members_without_bn(tiny):
         cls.build(bad, BuildContext(data=tiny))
 
 
+def test_cvdd_patch_init_keeps_real_images_ranked_by_the_committee_loss(tiny):
+    from potstill.methods.dataset.base import ClassIndex
+    from potstill.methods.dataset.cvdd import select_patches
+
+    real = ClassIndex(tiny.train, 10)
+
+    class Fixed(nn.Module):
+        """Logits that make the loss of class c on image x equal to x's mean pixel (known ranking)."""
+
+        def forward(self, x):
+            s = x.flatten(1).mean(1, keepdim=True)
+            return torch.cat([-s, torch.zeros(len(x), 9)], 1)   # class 0 probability falls with s
+
+    def picked(difficulty):
+        torch.manual_seed(0)
+        return select_patches(real, [Fixed()], torch.ones(1), 10, 2, 5, difficulty)
+
+    easy, medium, hard = picked("easy"), picked("medium"), picked("hard")
+    assert easy.shape == (20, *tiny.in_shape)
+    torch.manual_seed(0)
+    cand = real.sample(0, 10)
+    score = cand.flatten(1).mean(1).sort().values      # class-0 loss is increasing in the mean pixel
+    for got, want in ((easy, score[:2]), (medium, score[4:6]), (hard, score[8:])):
+        assert torch.allclose(got[:2].flatten(1).mean(1).sort().values, want)
+    # every kept image is a real training image of its class
+    for c in range(10):
+        rows = tiny.train.x[tiny.train.y == c].flatten(1)
+        for img in medium[2 * c:2 * c + 2]:
+            assert (rows == img.flatten()).all(1).any()
+    # the method starts from them (init: patches is CV-DD's default)
+    cls = potstill.METHODS.get("cvdd")
+    members, accs = [bn_teacher(tiny, s) for s in range(2)], [0.5, 0.5]
+    torch.manual_seed(3)
+    m = cls(cls.Config(ipc=1, committee=[MemberConfig()] * 2), tiny, members, accs)
+    for c in range(10):
+        assert (tiny.train.x[tiny.train.y == c].flatten(1) == m.images[c].detach().flatten()).all(1).any()
+
+
 def test_committee_members_trained_once_are_reloaded_from_the_member_cache(tiny, tmp_path, monkeypatch):
     from potstill.methods.dataset import cvdd
 

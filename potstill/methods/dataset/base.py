@@ -85,12 +85,7 @@ class SyntheticDataMethod(Method):
         self.source = {"dataset": data.name, "normalization": data.normalization, "class_names": data.class_names}
         self.dsa = DSA(cfg.dsa)
         k, ipc = data.num_classes, cfg.ipc
-        if cfg.init == "real":
-            x = torch.cat([self.real.sample(c, ipc) for c in range(k)])
-            if len(x) != k * ipc:
-                raise ValueError(f"ipc={ipc} is more than the smallest class has ({min(len(r) for r in self.real.rows)})")
-        else:
-            x = torch.randn(k * ipc, *self.in_shape)
+        x = initial_images(self.real, k, ipc, cfg.init, self.in_shape)
         self.images = nn.Parameter(x.clone())
         self.register_buffer("labels", torch.arange(k).repeat_interleave(ipc))
 

@@ -11,6 +11,13 @@ networks instead of one teacher, and soft labels voted by the committee.
   validation split (the training split when there is none).
 * **Voting weights** (prior-performance voting): ``w_m = softmax_m(a_m / tau)`` with
   ``tau = vote_temperature`` (a_m in [0, 1]); ``tau -> inf`` is the plain average.
+* **Initialisation from real patches** (``init: patches``, the paper's "strong baseline"; its code
+  reads pre-cut real patches of *medium* difficulty). Here: ``patch_candidates * ipc`` real images
+  of class c are drawn, each scored by the committee's voted cross-entropy
+  ``-log sum_m w_m softmax(f_m(x))_c`` (RDED-style realism score), and the ``ipc`` images around the
+  median of that score are kept (``patch_difficulty: medium``; ``easy`` = lowest loss, ``hard`` =
+  highest). At 28x28 a "patch" is the whole image, as RDED uses for CIFAR-sized inputs (factor 1).
+  ``init: noise`` (N(0, 1), SRe2L's) and ``init: real`` (random real images) remain available.
 * **Recovery.** Each step draws ``members_per_step`` members S at random (0 = all; the paper
   combines two per batch) and minimises, on one RandomResizedCrop + flip view of the images,
 
@@ -28,6 +35,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -37,7 +45,7 @@ from ...core.config import ConfigError
 from ...core.method import Method
 from ...core.registry import METHODS
 from ...core.teacher import Teacher
-from .sre2l import SRe2L, SRe2LConfig, BNStatistics, ipc_major, recovery_loss, require_bn
+from .sre2l import SRe2L, SRe2LConfig, BNStatistics, ipc_major, recovery_loss, require_bn, soft_labels
 
 
 @dataclass
@@ -139,8 +147,28 @@ def committee_vote(logits: list[torch.Tensor], acc: torch.Tensor, tau: float, te
     return torch.einsum("m,mnk->nk", w, torch.stack([F.softmax(z.float() / temperature, 1) for z in logits]))
 
 
+@torch.no_grad()
+def select_patches(real, models: list[nn.Module], weights: torch.Tensor, num_classes: int, ipc: int,
+                   candidates: int, difficulty: str) -> torch.Tensor:
+    """``ipc`` real images per class (class-major rows), chosen among ``candidates * ipc`` random ones by the
+    committee's voted cross-entropy: the lowest (easy), the highest (hard) or those around the median (medium)."""
+    out = []
+    for c in range(num_classes):
+        x = real.sample(c, candidates * ipc)
+        if len(x) < ipc:
+            raise ConfigError(f"method.ipc={ipc} is more than class {c} has ({len(x)} images)")
+        ce = -soft_labels(models, weights, x, 1.0)[:, c].clamp_min(1e-12).log()
+        order = ce.argsort()
+        start = {"easy": 0, "hard": len(x) - ipc}.get(difficulty, (len(x) - ipc) // 2)
+        out.append(x[order[start:start + ipc]])
+    return torch.cat(out)
+
+
 @dataclass
 class CVDDConfig(SRe2LConfig):
+    init: Literal["noise", "real", "patches"] = "patches"
+    patch_difficulty: Literal["easy", "medium", "hard"] = "medium"
+    patch_candidates: int = 5        # real candidates drawn per kept image (init: patches)
     committee: list[MemberConfig] = field(default_factory=_default_committee)
     members_per_step: int = 2        # members drawn per recovery step (0 = all)
     vote_temperature: float = 0.1    # tau of the prior-performance weights softmax(acc / tau)
@@ -154,6 +182,8 @@ class CVDDConfig(SRe2LConfig):
         if self.members_per_step < 0 or self.members_per_step > len(self.committee):
             raise ValueError(f"members_per_step must be in [0, {len(self.committee)}] (0 = all), "
                              f"got {self.members_per_step}")
+        if self.patch_candidates < 1:
+            raise ValueError(f"patch_candidates must be >= 1, got {self.patch_candidates}")
         if not self.vote_temperature > 0:
             raise ValueError(f"vote_temperature must be > 0, got {self.vote_temperature}")
 
@@ -183,6 +213,10 @@ class CVDD(SRe2L):
         self.teacher = nn.ModuleList([Teacher(m) for m in members])   # "teacher.*": frozen, not checkpointed
         self.hooks = [BNStatistics(t.model) for t in self.teacher]
         self.register_buffer("prior", torch.tensor(accs, dtype=torch.float32))
+        if cfg.init == "patches":    # (the base class started from noise; replace it before any step)
+            x = select_patches(self.real, [t.model for t in self.teacher], self.weights(), self.num_classes,
+                               cfg.ipc, cfg.patch_candidates, cfg.patch_difficulty)
+            self.images.data.copy_(x.to(self.images.dtype))
 
     @classmethod
     def build(cls, cfg, ctx):
@@ -219,4 +253,5 @@ class CVDD(SRe2L):
         return out
 
 
-__all__ = ["CVDD", "CVDDConfig", "MemberConfig", "member_cache_file", "squeeze_member", "committee_vote", "vote_weights"]
+__all__ = ["CVDD", "CVDDConfig", "MemberConfig", "member_cache_file", "squeeze_member", "committee_vote", "vote_weights",
+           "select_patches"]
