@@ -3,8 +3,8 @@ import pytest
 import torch
 
 import potstill
-from potstill.methods.kd.diswot import (cam_and_features, diswot_score, evolve, relation_distance,
-                                        semantic_distance)
+from potstill.methods.kd.diswot import (cam_and_features, diswot_score, evolve, relation_distance, score_from,
+                                        semantic_distance, similarity_matrices)
 
 
 def convnet(width, depth, seed=0):
@@ -28,7 +28,22 @@ def test_distances_are_zero_for_identical_networks_and_relations_ignore_feature_
     # relation distance by hand: two samples, orthogonal vs parallel features
     a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     b = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
-    assert relation_distance(a, b).item() == pytest.approx(2 / 4)                      # off-diagonals 0 vs 1
+    # G_a = I; G_b = all ones, rows normalised to 1/sqrt(2): 2 (1 - 1/sqrt2)^2 + 2 (1/sqrt2)^2 over B^2 = 4
+    assert relation_distance(a, b).item() == pytest.approx((2 * (1 - 2 ** -0.5) ** 2 + 1) / 4)
+
+
+def test_semantic_term_compares_class_gram_matrices_of_classifier_gradients():
+    x, y = batch()
+    t, s = convnet(8, 2), convnet(16, 1, seed=3)
+    gram, rel = similarity_matrices(t, x, y)
+    assert gram.shape == (4, 4) and rel.shape == (12, 12)
+    assert torch.allclose(gram.norm(dim=1), torch.ones(4), atol=1e-5)        # rows normalised
+    assert similarity_matrices(s, x, y)[0].shape == (4, 4)                   # any width compares
+    # hand case: C = 2; gradients e1, e2 (Gram I) vs parallel ones (Gram all ones)
+    eye, ones = torch.eye(2), torch.nn.functional.normalize(torch.ones(2, 2), dim=1)
+    zero = torch.zeros(3, 3)
+    assert score_from((eye, zero), (ones, zero)) == pytest.approx(-(2 * (1 - 2 ** -0.5) ** 2 + 1) / 2, rel=1e-5)
+    assert score_from((eye, zero), (eye, zero)) == 0.0
 
 
 def test_score_is_invariant_to_the_order_of_the_samples():

@@ -2,26 +2,30 @@
 arXiv 2303.15678 (catalog K8).
 
 Which student will distil best from a teacher can be guessed before training anything: DisWOT
-compares a randomly initialised teacher and candidate student on one batch, with two similarities
-of their last feature maps F (B × ch × h × w):
+compares a randomly initialised teacher and candidate student on one batch with two similarity
+matrices, each row-normalised (``F.normalize(., dim=1)``) as in the authors' published core code:
 
-* semantic: the Grad-CAM map of each sample's class, CAM_i = ReLU(Σ_ch a_{i,ch} F_{i,ch}) with
-  a_{i,ch} = mean_{h,w} ∂z_{i,y_i}/∂F_{i,ch}, resized to a common h × w and L2-normalised;
-      D_sem = mean_i ||CAM^T_i − CAM^S_i||²
-* relational: the samples' similarity matrix G = f f^T of the row-normalised flattened features,
-      D_rel = ||G^T − G^S||²_F / B²
-* score = −(D_sem + D_rel): higher = more alike = expected to distil better.
+* semantic (the score): the Grad-CAM class-channel weights of the classifier, g = ∂CE/∂W_fc
+  (C × d), one batch of labelled images; the authors compare per-class channel Gram matrices,
+  which needs equal widths, so to rank students of different widths we compare the class Gram
+  matrices instead (C × C, independent of d):
+      D_sem = ||norm(g_T g_T^T) − norm(g_S g_S^T)||²_F / C
+* relational: the samples' similarity G = f f^T of the flattened pre-pooling feature maps,
+      D_rel = ||norm(G^T) − norm(G^S)||²_F / B²
+* score = −(D_sem + D_rel): higher = more alike = expected to distil better. The score of a
+  random network varies with its initialisation: average it over several (``inits`` in the
+  benchmark); the teacher's matrices are computed once per initialisation (:func:`similarity_matrices`).
 
 ``evolve`` searches a space of ConvNet students (width, depth) with this score under a parameter
 budget: a population of random candidates, each generation mutating one gene of the best half.
-Nothing is trained; a score costs one forward/backward pass of both networks.
+Nothing is trained; a score costs one forward/backward pass of the student (and of the teacher once).
 
-``diswot`` (the method) uses the same two distances as a distillation loss next to Hinton KD on a
-trained teacher: L = KD + β (D_sem + D_rel).
-
-Taken as our choice where the paper's code is terse: the semantic term uses spatial Grad-CAM maps
-(which compares networks of different widths) rather than channel-by-class gradient Gram
-matrices, and the two terms are summed with equal weight.
+``diswot`` (the method) uses DisWOT's similarities as a distillation loss next to Hinton KD on a
+trained teacher: L = KD + β (D_sem + D_rel), where, so that it is differentiable in the student's
+activations, the semantic term compares spatial Grad-CAM maps CAM_i = ReLU(Σ_ch a_{i,ch} F_{i,ch}),
+a_{i,ch} = mean_{h,w} ∂z_{i,y_i}/∂F_{i,ch} (resized to a common h × w, L2-normalised):
+D_cam = mean_i ||CAM^T_i − CAM^S_i||². An earlier version scored students with D_cam and a cosine
+relation matrix; its ranking was worse (see benchmarks/results/kd_seed.md).
 """
 from __future__ import annotations
 
@@ -71,19 +75,47 @@ def semantic_distance(cam_t: torch.Tensor, cam_s: torch.Tensor) -> torch.Tensor:
     return (F.normalize(a, dim=1) - F.normalize(b, dim=1)).pow(2).sum(1).mean()
 
 
+def relation_matrix(f: torch.Tensor) -> torch.Tensor:
+    """Row-normalised sample similarity ``norm(f f^T)`` of flattened features (B × B)."""
+    f = f.flatten(1)
+    return F.normalize(f @ f.T, dim=1)
+
+
 def relation_distance(f_t: torch.Tensor, f_s: torch.Tensor) -> torch.Tensor:
-    gt = F.normalize(f_t.flatten(1), dim=1)
-    gs = F.normalize(f_s.flatten(1), dim=1)
-    b = len(gt)
-    return (gt @ gt.T - gs @ gs.T).pow(2).sum() / b ** 2
+    """``||norm(G^T) - norm(G^S)||^2_F / B^2`` with ``G = f f^T``."""
+    return (relation_matrix(f_t) - relation_matrix(f_s)).pow(2).sum() / len(f_t) ** 2
+
+
+def classifier_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂CE/∂W of the classifier's last linear layer (C × d), the pre-pooling feature maps)."""
+    trunk, head = feature_head(model)
+    last = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise ConfigError(f"DisWOT needs a linear classifier head, {type(model).__name__} has none")
+    f = trunk(x)
+    if f.dim() != 4:
+        raise ConfigError(f"DisWOT needs convolutional feature maps (B, ch, h, w); {type(model).__name__}'s "
+                          f"features are {tuple(f.shape)}")
+    g = torch.autograd.grad(F.cross_entropy(head(f.flatten(1)), y), last[-1].weight)[0]
+    return g, f.detach()
+
+
+def similarity_matrices(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """DisWOT's two matrices of one network on one batch: (class Gram C × C, sample relations B × B)."""
+    g, f = classifier_gradient(model, x, y)
+    return F.normalize(g @ g.T, dim=1), relation_matrix(f)
+
+
+def score_from(t: tuple[torch.Tensor, torch.Tensor], s: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """``-(D_sem + D_rel)`` from two networks' :func:`similarity_matrices`."""
+    d_sem = (t[0] - s[0]).pow(2).sum() / len(t[0])
+    d_rel = (t[1] - s[1]).pow(2).sum() / len(t[1]) ** 2
+    return -float(d_sem + d_rel)
 
 
 def diswot_score(teacher: nn.Module, student: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """−(D_sem + D_rel) of the two networks on one batch (both usually randomly initialised)."""
-    cam_t, f_t = cam_and_features(teacher, x, y)
-    cam_s, f_s = cam_and_features(student, x, y)
-    with torch.no_grad():
-        return -float(semantic_distance(cam_t, cam_s) + relation_distance(f_t, f_s))
+    return score_from(similarity_matrices(teacher, x, y), similarity_matrices(student, x, y))
 
 
 def evolve(score, space: dict[str, list], population: int = 10, generations: int = 20, seed: int = 0,
