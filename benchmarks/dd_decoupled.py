@@ -59,9 +59,12 @@ METHODS = ["random", "sre2l", "cda", "cvdd", "infer", "dq", "hello"]
 CATALOG = {"sre2l": "D4", "cda": "D4", "cvdd": "D3", "infer": "D7", "dq": "D5", "random": "B3", "hello": "D1"}
 #: the "random subset with the same soft labels" of each soft-label method (CDA shares SRe2L's teacher labels)
 RELABELLED_RANDOM = {"sre2l": ["method.init=real"], "cvdd": ["method.init=real"], "infer": ["method.compensate=false", "trainer.optim={}"]}
-#: rows on a method's own images with other labels: (cell tag, row, overrides, label bytes: "summary" = the
-#: set's own, "if_stored" = the per-augmentation labels the protocol generated, as if stored)
-SAME_IMAGES = {"hello": [
+#: variants of a method: its own images with other labels, or an ablation (cell tag, row, overrides, label
+#: bytes: "summary" = the set's own, "if_stored" = the per-augmentation labels the protocol generated, as if
+#: stored). CDA from real images with CV-DD's 200 steps separates CV-DD's committee from its initialisation.
+VARIANTS = {"cda": [("realinit", "cda, real init, 200 steps (ablation)",
+                     ["method.init=real", "trainer.steps=200", "method.curriculum_steps=200"], "summary")],
+            "hello": [
     ("teacher_online", "hello images + teacher labels per augmentation (online)", ["method.labels=teacher"], "if_stored"),
     ("static", "hello images + static teacher labels", ["method.labels=static"], "summary"),
     ("prototypes", "hello, unfitted projector (prototypes only)", ["trainer.steps=0"], "summary")]}
@@ -127,7 +130,7 @@ def plan(args) -> list[dict]:
                 cells.append({"cell": f"random+{m}_labels/ipc{ipc}", "row": f"random + {m} labels", "method": m,
                               "ipc": ipc, "recipe": recipe,
                               "overrides": extra + RELABELLED_RANDOM[m] + ["trainer.steps=0"]})
-            for tag, row, ov, account in SAME_IMAGES.get(m, []):
+            for tag, row, ov, account in VARIANTS.get(m, []):
                 cells.append({"cell": f"{m}+{tag}/ipc{ipc}", "row": row, "method": m, "ipc": ipc, "recipe": recipe,
                               "overrides": extra + steps + ov, "label_bytes": account})
     if "dq" in args.methods:
@@ -171,8 +174,10 @@ def main(argv=None) -> int:
 
     teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * bool(DSA_TEACHER & set(args.methods))
     for cell, name in teachers:
-        if cell in done:
-            continue
+        if cell in done and Path(done[cell]["export"]).is_file():
+            continue                      # (a recorded teacher whose weights are gone, e.g. a fresh clone, retrains)
+        if cell in done and not any(has_teacher(c["recipe"]) for c in plan(args) if c["cell"] not in done):
+            continue                      # ... but only when a cell still to run needs it
         recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
         ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
         ov += [f"trainer.steps={args.steps}", "trainer.eval_every=0"] if args.steps else []
