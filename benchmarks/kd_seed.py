@@ -545,7 +545,7 @@ def report(args, done: dict) -> None:
             continue
         rows = ["teacher", *LELP_ROWS] + [f"{r}_{st}" for st in LELP_STUDENTS if st != "w32" for r in LELP_ROWS
                                           if any(g == (part, t, f"{r}_{st}") for g in groups for t in LELP_TASKS)]
-        lines += ["", f"## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32 students on 10k labels; "
+        lines += ["", f"## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32 students, ConvNet-8 in *_w8 rows, on 10k labels; "
                   f"{title}; test acc %)", "", "| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
         for task in LELP_TASKS:
             cs_ = []
