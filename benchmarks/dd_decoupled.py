@@ -176,8 +176,9 @@ def main(argv=None) -> int:
     for cell, name in teachers:
         if cell in done and Path(done[cell]["export"]).is_file():
             continue                      # (a recorded teacher whose weights are gone, e.g. a fresh clone, retrains)
-        if cell in done and not any(has_teacher(c["recipe"]) for c in plan(args) if c["cell"] not in done):
-            continue                      # ... but only when a cell still to run needs it
+        if cell in done and not any(has_teacher(c["recipe"]) and (c["method"] in DSA_TEACHER) == (cell == "teacher_dsa")
+                                    for c in plan(args) if c["cell"] not in done):
+            continue                      # ... but only when a cell still to run needs that teacher
         recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
         ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
         ov += [f"trainer.steps={args.steps}", "trainer.eval_every=0"] if args.steps else []
