@@ -50,13 +50,18 @@ def feature_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return model.features, model.classifier
 
 
-def cam_and_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False):
-    """(Grad-CAM maps (B, h, w) of each sample's class, feature maps (B, ch, h, w))."""
-    trunk, head = feature_head(model)
+def _conv_features(trunk: nn.Module, x: torch.Tensor, model: nn.Module) -> torch.Tensor:
     f = trunk(x)
     if f.dim() != 4:
         raise ConfigError(f"DisWOT needs convolutional feature maps (B, ch, h, w); {type(model).__name__}'s "
                           f"features are {tuple(f.shape)}")
+    return f
+
+
+def cam_and_features(model: nn.Module, x: torch.Tensor, y: torch.Tensor, create_graph: bool = False):
+    """(Grad-CAM maps (B, h, w) of each sample's class, feature maps (B, ch, h, w))."""
+    trunk, head = feature_head(model)
+    f = _conv_features(trunk, x, model)
     if not f.requires_grad:
         f.requires_grad_(True)
     z = head(f.flatten(1))
@@ -92,10 +97,7 @@ def classifier_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> t
     last = [m for m in head.modules() if isinstance(m, nn.Linear)]
     if not last:
         raise ConfigError(f"DisWOT needs a linear classifier head, {type(model).__name__} has none")
-    f = trunk(x)
-    if f.dim() != 4:
-        raise ConfigError(f"DisWOT needs convolutional feature maps (B, ch, h, w); {type(model).__name__}'s "
-                          f"features are {tuple(f.shape)}")
+    f = _conv_features(trunk, x, model)
     g = torch.autograd.grad(F.cross_entropy(head(f.flatten(1)), y), last[-1].weight)[0]
     return g, f.detach()
 
