@@ -43,6 +43,7 @@ kept apart with ``--results`` / ``--runs`` elsewhere.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import shutil
 import sys
@@ -147,6 +148,12 @@ def plan(args) -> list[dict]:
     return cells
 
 
+def pending(args, done: dict) -> list[dict]:
+    """The planned cells not finished yet (and matching ``--cells`` when given)."""
+    return [c for c in plan(args) if c["cell"] not in done
+            and (not args.cells or any(fnmatch.fnmatchcase(c["cell"], p) for p in args.cells))]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="digits")
@@ -156,6 +163,9 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=0, help="evaluation epochs (0: choose on validation, cell 'select')")
     ap.add_argument("--steps", type=int, default=0, help="smoke test: every training (teacher, recovery) N steps")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cells", nargs="+", default=None, metavar="PATTERN",
+                    help="run only the cells matching these shell patterns (e.g. 'hello+*'), so that two processes "
+                         "can share the work; then --report-only rebuilds the result from the shared cells file")
     ap.add_argument("--runs", default="")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="")
@@ -177,7 +187,7 @@ def main(argv=None) -> int:
         if cell in done and Path(done[cell]["export"]).is_file():
             continue                      # (a recorded teacher whose weights are gone, e.g. a fresh clone, retrains)
         if cell in done and not any(has_teacher(c["recipe"]) and (c["method"] in DSA_TEACHER) == (cell == "teacher_dsa")
-                                    for c in plan(args) if c["cell"] not in done):
+                                    for c in pending(args, done)):
             continue                      # ... but only when a cell still to run needs that teacher
         recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
         ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
@@ -199,9 +209,7 @@ def main(argv=None) -> int:
     print(f"evaluation epochs: {epochs}", flush=True)
 
     failed = []
-    for c in plan(args):
-        if c["cell"] in done:
-            continue
+    for c in pending(args, done):
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
             ov.append(f"teacher.checkpoint={done['teacher_dsa']['export'] if c['method'] in DSA_TEACHER else ckpt}")
