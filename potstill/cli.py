@@ -426,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     from .core import distributed
+    from .core.cpu import tune_allocator
+
+    tune_allocator()                                # speed only: see potstill/core/cpu.py
     from .core.config import ConfigError
     from .data import DataError
     from .errors import PotstillError

@@ -254,11 +254,14 @@ class Trainer:
         """
         from ..data import ArrayData
         from ..data.loader import batches_from
+        from .cpu import tune_allocator
 
         cfg = self.cfg
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         device = self.device = dist.init(cfg.device)
+        if device.type == "cpu":
+            tune_allocator()
         if cfg.precision == "fp16":
             if device.type != "cuda":
                 raise ConfigError("trainer.precision: fp16 needs a GPU (loss scaling); on CPU use bf16")
