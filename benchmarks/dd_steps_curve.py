@@ -5,7 +5,8 @@ Each run folder must keep every checkpoint (``trainer.keep_checkpoints=0``, e.g.
 requested step are judged by the dd-v1 protocol (potstill/eval/synthetic_set.py) on the
 *validation* split only: the test split is never read, so this is the tool for choosing a step
 budget (and for seeing whether a longer run would still help). Labels are the run's exported
-ones (DC/DM/DataDAM keep hard labels fixed while the images move).
+ones, or, while a run is still going, the fixed class-by-class hard labels that DC/DM/DataDAM
+keep while their images move.
 
 Resumable: one line per (run, step, seed) in ``<name>.cells.jsonl``; the JSON, Markdown and a
 plot (``<name>.png``) are rewritten at the end.
@@ -43,24 +44,32 @@ def checkpoint_images(run: Path, step: int):
 
 
 def evaluate(run: Path, step: int, seed: int, epochs: int, threads: int) -> dict:
+    import torch
     import yaml
 
     from potstill.data import load_dataset
     from potstill.data.synthetic_set import SyntheticSet
     from potstill.eval.synthetic_set import SynEvalConfig, evaluate_synthetic
 
-    exported = SyntheticSet.load(run / "export")
     images = checkpoint_images(run, step)
-    if images.shape != exported.images.shape:
-        raise SystemExit(f"{run}: checkpoint images {tuple(images.shape)} differ from the export's "
-                         f"{tuple(exported.images.shape)}")
-    data_spec = yaml.safe_load((run / "config.yaml").read_text())["data"]
-    bundle = load_dataset(data_spec, f"{run}/config.yaml: data")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    bundle = load_dataset(config["data"], f"{run}/config.yaml: data")
+    if (run / "export.safetensors").is_file() or (run / "export").is_dir():
+        exported = SyntheticSet.load(run / "export")
+        if images.shape != exported.images.shape:
+            raise SystemExit(f"{run}: checkpoint images {tuple(images.shape)} differ from the export's "
+                             f"{tuple(exported.images.shape)}")
+        labels, method = exported.labels, exported.meta.get("method")
+    else:  # still running: the images are stored class by class with fixed hard labels (base.py)
+        if config["method"].get("soft_labels") or config["method"].get("learn_labels"):
+            raise SystemExit(f"{run}: no export yet and the run learns its labels; wait for it to finish")
+        ipc = len(images) // bundle.num_classes
+        labels, method = torch.arange(bundle.num_classes).repeat_interleave(ipc), config["method"]["name"]
     cfg = SynEvalConfig(epochs=epochs, seeds=1, seed=seed, threads=threads)
     t0 = time.time()
-    r = evaluate_synthetic((images, exported.labels), bundle, cfg, test=False)
+    r = evaluate_synthetic((images, labels), bundle, cfg, test=False)
     return {"run": run.name, "step": step, "seed": seed, "epochs": epochs, "val_acc": r["val_acc"]["values"][0],
-            "eval_s": round(time.time() - t0, 1), "method": exported.meta.get("method")}
+            "eval_s": round(time.time() - t0, 1), "method": method}
 
 
 def plot(path: Path, curves: dict) -> None:
