@@ -216,7 +216,8 @@ def report(args, done: dict) -> None:
         "overrides are in the cells file. The @gpu cells ran as 13 processes sharing one H100 (with a diffusion "
         "training beside them), so their steps reached and s/step reflect that contention, not the GPU's speed. "
         "Other tags (@lr5, @p1, ...) are CPU-budget cells with the recipe changes in their overrides, chosen "
-        "between on the validation split.")
+        "between on the validation split; @s2400 / @s1200 are the CPU budget with twice (DM) or 1.7x (DataDAM) "
+        "the steps, every checkpoint kept (validation curve: benchmarks/dd_steps_curve.py).")
     result = {
         "catalog_ids": sorted({CATALOG[c["method"]] for c in cells}),
         "command": "python benchmarks/dd_fmnist.py  (CPU budget); python benchmarks/dd_fmnist.py --budget full "
