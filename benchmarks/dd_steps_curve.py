@@ -12,7 +12,7 @@ Resumable: one line per (run, step, seed) in ``<name>.cells.jsonl``; the JSON, M
 plot (``<name>.png``) are rewritten at the end.
 
     python benchmarks/dd_steps_curve.py benchmarks/runs/dd_fmnist/dm_ipc10_s2400 \\
-        --steps 600 1200 1800 2400 --seeds 1 --epochs 600
+        --steps 600 1200 1800 2400 --epochs 600
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", help="run folders with every checkpoint kept")
     ap.add_argument("--steps", type=int, nargs="+", required=True, help="checkpoint steps to judge")
-    ap.add_argument("--seeds", type=int, default=1, help="evaluation seeds per checkpoint")
+    ap.add_argument("--seeds", type=int, default=3, help="evaluation seeds per checkpoint (results need >= 3)")
     ap.add_argument("--epochs", type=int, default=600, help="evaluation epochs (dd_fmnist chose 600 on validation)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
