@@ -343,14 +343,17 @@ def target_lines(cells: list[dict], epochs: int) -> list[str]:
                        f"paper stores them (one soft label per crop per epoch: {paper:,} B) and "
                        f"{100 * i['label_bytes'] / r['label_bytes']:.0f}% of our once-per-image SRe2L row: "
                        f"{'met' if ok and i['label_bytes'] <= paper / 100 else 'NOT met'}.")
-        for ref, what in (("hello+teacher_online", "teacher labels per augmentation, as the papers store them"),
-                          ("hello+static", "static per-image teacher labels")):
-            if k("hello") in by and k(ref) in by:
-                h, st = by[k("hello")], by[k(ref)]
-                gap, ratio = acc(k(ref)) - acc(k("hello")), st["label_bytes"] / h["label_bytes"]
-                ok = gap <= 1.0 and ratio >= 100
-                out.append(f"- IPC {ipc}: hello {acc(k('hello')):.2f} vs {what} {acc(k(ref)):.2f} ({gap:.2f} points "
-                           f"short) at {ratio:,.1f}x less label storage: {'met' if ok else 'NOT met'}.")
+        if k("hello") in by and k("hello+teacher_online") in by:     # the target: per-augmentation labels
+            h, st = by[k("hello")], by[k("hello+teacher_online")]
+            gap, ratio = acc(k("hello+teacher_online")) - acc(k("hello")), st["label_bytes"] / h["label_bytes"]
+            ok = gap <= 1.0 and ratio >= 100
+            out.append(f"- IPC {ipc}: hello {acc(k('hello')):.2f} vs teacher labels per augmentation, as the papers "
+                       f"store them {acc(k('hello+teacher_online')):.2f} ({gap:.2f} points short) at {ratio:,.1f}x "
+                       f"less label storage: {'met' if ok else 'NOT met'}.")
+        if k("hello") in by and k("hello+static") in by:              # context, not a target
+            h, st = by[k("hello")], by[k("hello+static")]
+            out.append(f"- IPC {ipc} (context): static per-image teacher labels {acc(k('hello+static')):.2f} with "
+                       f"{st['label_bytes']:,} label bytes, hello {acc(k('hello')):.2f} with {h['label_bytes']:,}.")
     for c in sorted((c for c in cells if c["cell"].startswith("dq/")), key=lambda c: c["ratio"]):
         rnd = by.get(c["cell"].replace("dq/", "random_ratio/"))
         if rnd:
