@@ -25,7 +25,8 @@ as it finishes (rerun the same command to continue):
   (the heavy reference: the teacher relabels every augmented batch online - label bytes = what storing
   those labels would cost, epochs x N x K float32, as counted by the protocol), ``hello+static`` (one stored
   teacher soft label per image, N x K float32) and ``hello+prototypes`` (the unfitted projector: zero
-  fitting steps, B A = 0). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
+  fitting steps, B A = 0); ``hello+refine`` is HeLlO with its optional image refinement (the images move
+  to lower the teacher-vs-projector KL on their views, so they differ from the other rows' images). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
   CV-DD's committee and INFER's extra teachers under ``<runs>/member_cache`` (one training per member);
 * ``random/ipc<N>`` - the hard-label random coreset (context);
 * DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
@@ -68,7 +69,8 @@ VARIANTS = {"cda": [("realinit", "cda, real init, 200 steps (ablation)",
             "hello": [
     ("teacher_online", "hello images + teacher labels per augmentation (online)", ["method.labels=teacher"], "if_stored"),
     ("static", "hello images + static teacher labels", ["method.labels=static"], "summary"),
-    ("prototypes", "hello, unfitted projector (prototypes only)", ["trainer.steps=0"], "summary")]}
+    ("prototypes", "hello, unfitted projector (prototypes only)", ["trainer.steps=0"], "summary"),
+    ("refine", "hello, images refined against the projector", ["method.refine=true"], "summary")]}
 #: methods whose teacher labels DSA views online: they read ``teacher_dsa`` (trained on those views)
 DSA_TEACHER = {"hello"}
 DQ_RATIOS = [0.01, 0.05, 0.1]
