@@ -44,10 +44,11 @@ from benchmarks.common import ROOT  # noqa: E402
 from potstill.core.checkpoint import load_module_weights  # noqa: E402
 from potstill.core.cpu import tune_allocator  # noqa: E402
 from potstill.data import load_dataset  # noqa: E402
-from potstill.data.dsa import DSA  # noqa: E402
+from potstill.data.dsa import DEFAULT_STRATEGY, DSA  # noqa: E402
 from potstill.data.synthetic_set import SyntheticSet  # noqa: E402
 from potstill.losses import kl_divergence  # noqa: E402
-from potstill.methods.dataset.hello import EncoderConfig, LowRankProjector, build_encoder  # noqa: E402
+from potstill.methods.dataset.hello import (EncoderConfig, LowRankProjector, build_encoder,  # noqa: E402
+                                            class_prototypes)
 from potstill.models import build_model  # noqa: E402
 
 
@@ -139,7 +140,7 @@ def main(argv=None) -> int:
     teacher.eval()
     shipped = SyntheticSet.load(ROOT / args.images)
     x, y = shipped.images.float(), shipped.hard_labels
-    dsa = DSA(m.get("augment", "color_crop_cutout_flip_scale_rotate"))
+    dsa = DSA(m.get("augment", DEFAULT_STRATEGY))
 
     def views(n: int) -> torch.Tensor:
         return torch.cat([dsa(x, int(torch.randint(2**31 - 1, (1,)))) for _ in range(n)])
@@ -161,8 +162,8 @@ def main(argv=None) -> int:
         def feats(v):
             return F.normalize(batched(enc, v).float(), dim=1)
 
-        f_fit, f_fresh, f_ship = feats(v_fit), feats(v_fresh), feats(x)
-        w0 = F.normalize(torch.zeros(data.num_classes, enc.dim).index_add_(0, y, f_ship), dim=1)
+        f_fit, f_fresh = feats(v_fit), feats(v_fresh)
+        w0 = class_prototypes(enc, x, y, data.num_classes)
         for rank in args.ranks:
             t1 = time.time()
             proj = fit(f_fit, t_fit, w0, rank, temperature, init_scale, args.steps, args.lr, args.batch, args.seed)
