@@ -26,7 +26,8 @@ as it finishes (rerun the same command to continue):
   those labels would cost, epochs x N x K float32, as counted by the protocol), ``hello+static`` (one stored
   teacher soft label per image, N x K float32) and ``hello+prototypes`` (the unfitted projector: zero
   fitting steps, B A = 0); ``hello+refine`` is HeLlO with its optional image refinement (the images move
-  to lower the teacher-vs-projector KL on their views, so they differ from the other rows' images). The rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
+  to lower the teacher-vs-projector KL on their views, so they differ from the other rows' images). The
+  rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
   CV-DD's committee and INFER's extra teachers under ``<runs>/member_cache`` (one training per member);
 * ``random/ipc<N>`` - the hard-label random coreset (context);
 * DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
