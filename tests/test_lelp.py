@@ -53,6 +53,10 @@ def test_lelp_pseudo_labels_refine_the_true_classes_and_a_student_learns(tmp_pat
     with torch.no_grad():
         p = torch.softmax(method.teacher.model(x[:32]) / method.cfg.temperature, -1)
     assert torch.allclose(q.sum(2), p, atol=1e-5) and (q.std(2) > 1e-3).any()
+    assert method.cacheable_teacher                        # convnet: the embedding is the 'features' tap
+    method.teacher.attach_cache(bundle.train.x)            # cached per example, the same targets
+    idx = torch.arange(32)
+    assert torch.allclose(method.teacher_targets(bundle.train.x[:32], idx), method.teacher_targets(x[:32]), atol=1e-5)
     s = potstill.core.run.run(cfg, tmp_path / "s")
     assert s["test"]["acc"] > 0.7
     model = potstill.load_model(tmp_path / "s")            # the exported C·k head rebuilds and sums subclasses

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from ...core.config import ConfigError
 from ...core.method import Method
 from ...core.registry import METHODS
+from ...core.teacher import Teacher
 from ...losses import soft_target_kd
 
 
@@ -114,11 +115,12 @@ class LELP(Method):
     catalog_ids = ("K10",)
     paper = "Linear Projections of Teacher Embeddings for Few-Class Distillation"
     arxiv = "2409.20449"
-    cacheable_teacher = False         # the teacher's embeddings are read through a hook every step
+    cacheable_teacher = False         # set per instance: True when the embedding is a tap (``features``)
 
     def __init__(self, cfg: LELPConfig, student: nn.Module, teacher, num_classes: int, directions):
         super().__init__(cfg)
         self.student, self.teacher, self.num_classes = student, teacher, num_classes
+        self.cacheable_teacher = "features" in teacher.tap_names
         mu, v, sd, proj = directions
         for name, t in (("mu", mu), ("v", v), ("sd", sd), ("proj", proj)):
             self.register_buffer(name, t.float(), persistent=False)
@@ -144,6 +146,9 @@ class LELP(Method):
         x, y = data.train.x[keep][:cfg.max_points], data.train.y[keep][:cfg.max_points]
         with torch.no_grad():
             emb = torch.cat([teacher.model.embed(x[i:i + 512]) for i in range(0, len(x), 512)]) @ proj
+            trunk = getattr(teacher.model, "features", None)   # embed = features(x).flatten(1) (e.g. convnet)?
+            if isinstance(trunk, nn.Module) and torch.equal(trunk(x[:4]).flatten(1), teacher.model.embed(x[:4])):
+                teacher = Teacher(teacher.model, ("features",))    # tapped: teacher.cache stores it per example
         mu, v, sd = class_directions(emb, y, c, cfg.k)
         if cfg.rotate:
             v, sd = mix_directions(v, sd, cfg.seed)
@@ -156,18 +161,26 @@ class LELP(Method):
         coord = torch.einsum("bd,csd->bcs", e @ self.proj, self.v) - torch.einsum("cd,csd->cs", self.mu, self.v)[None]
         return coord / self.sd[None, :, None]
 
-    def teacher_targets(self, x: torch.Tensor) -> torch.Tensor:
-        """q_{c,s} = softmax(z^T / τ)_c · softmax_s(z_{c,s} / β), flattened to (B, C·S); rows sum to 1."""
+    def teacher_embed_logits(self, x: torch.Tensor, index: torch.Tensor | None = None):
+        """The teacher's final embedding e(x) and logits (from its cache when one is attached)."""
         with torch.no_grad():
+            if self.cacheable_teacher:
+                out = self.teacher(x, index=index)
+                return out.features["features"].flatten(1).float(), out.logits.float()
             e = self.teacher.model.embed(x)
-            p = F.softmax(self.teacher.model.classifier(e).float() / self.cfg.temperature, -1)
-            split = F.softmax(self.projections(e.float()) / self.cfg.beta, -1)
+            return e.float(), self.teacher.model.classifier(e).float()
+
+    def teacher_targets(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """q_{c,s} = softmax(z^T / τ)_c · softmax_s(z_{c,s} / β), flattened to (B, C·S); rows sum to 1."""
+        e, z = self.teacher_embed_logits(x, index)
+        p = F.softmax(z / self.cfg.temperature, -1)
+        split = F.softmax(self.projections(e) / self.cfg.beta, -1)
         return (p[:, :, None] * split).flatten(1)
 
     def pseudo_labels(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Pseudo-subclass of each point: y·S + the subclass of its largest projection within class y."""
         with torch.no_grad():
-            z = self.projections(self.teacher.model.embed(x).float())
+            z = self.projections(self.teacher_embed_logits(x)[0])
         return y * self.cfg.k + z[torch.arange(len(x)), y].argmax(1)
 
     def param_groups(self):
@@ -177,7 +190,7 @@ class LELP(Method):
         x, y = batch["x"], batch["y"]
         zs = self.student(x)
         t = self.cfg.temperature               # τ·log q as logits at temperature τ: the target is q itself
-        soft = soft_target_kd(zs, t * self.teacher_targets(x).clamp_min(1e-12).log(), t)
+        soft = soft_target_kd(zs, t * self.teacher_targets(x, batch.get("index")).clamp_min(1e-12).log(), t)
         keep = y >= 0
         class_logits = torch.logsumexp(zs.view(len(zs), self.num_classes, self.cfg.k), dim=2)
         hard = F.cross_entropy(class_logits[keep], y[keep]) if keep.any() else zs.sum() * 0
