@@ -26,8 +26,9 @@ Our reading where the text available to us is silent: the projections are centre
 mean μ_c and scaled by σ̄_c (so β is free of the embedding's scale); β defaults to τ (the paper's
 grid of β was not available to us; at β = 1 the unit-scale projections split a class so sharply
 that a small student learnt the digits task worse than KD: 54% vs 82% validation accuracy, 80
-steps, against 80% at β = 4); ``rotate: false`` keeps the plain principal directions. The paper runs α = 0 (distillation only); the recipes use the α of
-our KD recipe so the two rows differ only in the targets.
+steps, against 80% at β = 4); ``rotate: false`` keeps the plain principal directions. The paper
+runs α = 0 (distillation only); the recipes use the α of our KD recipe so the two rows differ
+only in the targets.
 """
 from __future__ import annotations
 
