@@ -527,6 +527,14 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _gain(cells, ref_cells, ref: str) -> tuple[float, str]:
+    """Test-accuracy difference (points) of two rows' cells, and whether it clears the seed spread."""
+    sa, sb = stat([100 * c["test_acc"] for c in cells]), stat([100 * c["test_acc"] for c in ref_cells])
+    d = sa["mean"] - sb["mean"]
+    return d, (f"does NOT beat {ref}" if d <= 0 else f"beats {ref}" if d > max(sa["std"], sb["std"])
+               else f"above {ref} in the mean, within the seed spread")
+
+
 def report(args, done: dict) -> None:
     cells = list(done.values())
     groups: dict[tuple, list] = {}
@@ -565,13 +573,12 @@ def report(args, done: dict) -> None:
                     ok = g["ff_g2m"] > g["mlp"] and g["ff_g2m"] > g["glnn"]
                     lines.append(f"- {setting}{size}: FF-G2M {'beats' if ok else 'does NOT beat'} both the MLP and "
                                  f"GLNN ({100 * g['ff_g2m']:.2f} vs {100 * g['mlp']:.2f} / {100 * g['glnn']:.2f}).")
+            a, b = groups.get(("graph", setting, "glnn_hfd")), groups.get(("graph", setting, "glnn"))
+            if a and b:
+                d, verdict = _gain(a, b, "GLNN")
+                lines.append(f"- {setting}, ablation GLNN + HFD (no neighbour LFD) − GLNN: {d:+.2f} points ({verdict}).")
             g = {r: stat([c["test_acc"] for c in groups.get(("graph", setting, r), [])])["mean"]
-                 for r in ("mlp", "glnn", "glnn_hfd") if groups.get(("graph", setting, r))}
-            if len(g) == 3:
-                ok = g["glnn_hfd"] > g["mlp"] and g["glnn_hfd"] > g["glnn"]
-                lines.append(f"- {setting}, ablation GLNN + HFD (no neighbour LFD): {'beats' if ok else 'does NOT beat'}"
-                             f" both the MLP and GLNN ({100 * g['glnn_hfd']:.2f} vs {100 * g['mlp']:.2f} / "
-                             f"{100 * g['glnn']:.2f}).")
+                 for r in ("mlp",) if groups.get(("graph", setting, r))}
             t = {r: stat([c["test_acc"] for c in groups.get(("graph", setting, r), [])])["mean"]
                  for r in ("glnn_tuned", "ff_g2m_tuned") if groups.get(("graph", setting, r))}
             if len(t) == 2 and "mlp" in g:
@@ -601,9 +608,9 @@ def report(args, done: dict) -> None:
                         ("lelp_t10k", "first protocol: teacher on the same 10k labels")):
         if not any(p == part for p, _, _ in groups):
             continue
-        base = [*LELP_ROWS, "lelp_tuned", *LELP_OLD_ROWS]
-        rows = ["teacher", *[r for r in base if r in LELP_ROWS or any(g[:1] + g[2:] == (part, r) for g in groups)]]
-        rows += [f"{r}_{st}" for st in LELP_STUDENTS if st != "w32" for r in base
+        lelp_rows = [*LELP_ROWS, "lelp_tuned", *LELP_OLD_ROWS]
+        rows = ["teacher", *[r for r in lelp_rows if r in LELP_ROWS or any(g[:1] + g[2:] == (part, r) for g in groups)]]
+        rows += [f"{r}_{st}" for st in LELP_STUDENTS if st != "w32" for r in lelp_rows
                  if any(g == (part, t, f"{r}_{st}") for g in groups for t in LELP_TASKS)]
         lines += ["", f"## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32 students, ConvNet-8 in *_w8 rows, on 10k labels; "
                   f"{title}; test acc %)", "", "| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
@@ -619,10 +626,7 @@ def report(args, done: dict) -> None:
                                    ("lelp_v1", "LELP v1")):
                     a, b = groups.get((part, task, f"{lrow}{suffix}")), groups.get((part, task, f"kd{suffix}"))
                     if a and b:
-                        sa, sb = stat([100 * c["test_acc"] for c in a]), stat([100 * c["test_acc"] for c in b])
-                        d = sa["mean"] - sb["mean"]
-                        verdict = ("does NOT beat KD" if d <= 0 else "beats KD" if d > max(sa["std"], sb["std"])
-                                   else "above KD in the mean, within the seed spread")
+                        d, verdict = _gain(a, b, "KD")
                         lines.append(f"|  | {who}: {what} − KD: {d:+.2f} points ({verdict}) |" + " |" * (len(rows) - 1))
     if any(p == "mae" for p, _, _ in groups):
         lines += _mae_lines(groups)
