@@ -10,7 +10,7 @@ from potstill.core.method import BuildContext
 from potstill.data import DataError
 from potstill.data.trajectories import ZCA, ExpertBuffer
 from potstill.losses.matching import trajectory_distance
-from potstill.methods.dataset.experts import ExpertConfig, expert_buffer, train_experts
+from potstill.methods.dataset.experts import ExpertConfig, expert_buffer, expert_objective, train_experts
 from potstill.methods.dataset.mtt import FlatNet, surrogate
 
 NET = {"name": "convnet", "width": 4, "depth": 2, "norm": "instance", "pooling": "avg", "first_padding": 1}
@@ -62,6 +62,32 @@ def test_buffer_generation_resumes_expert_by_expert(tmp_path, small_digits):
     resumed = train_experts(cfg, NET, small_digits, tmp_path / "b", progress=False)  # "killed" after expert 1
     for a, b in zip(whole.trajectories, resumed.trajectories):
         assert torch.equal(a, b)
+
+
+def test_buffer_generation_resumes_inside_an_expert(tmp_path, small_digits, monkeypatch):
+    """A run killed after an expert's 2nd epoch restarts from that epoch, bit for bit."""
+    from potstill.methods.dataset import experts
+
+    cfg = ExpertConfig(num=1, epochs=3, batch_size=64, lr=0.05)   # default DSA: its seeds come from the generator
+    whole = train_experts(cfg, NET, small_digits, tmp_path / "a", progress=False)
+    save = experts._save_partial
+
+    def save_then_die(root, expert, done, *args):
+        save(root, expert, done, *args)
+        if done == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(experts, "_save_partial", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_experts(cfg, NET, small_digits, tmp_path / "b", progress=False)
+    assert (tmp_path / "b" / experts.PARTIAL).is_file() and len(ExpertBuffer.load(tmp_path / "b")) == 0
+    monkeypatch.setattr(experts, "_save_partial", save)
+    calls = []
+    monkeypatch.setattr(experts, "expert_objective", lambda *a, **k: calls.append(1) or expert_objective(*a, **k))
+    resumed = train_experts(cfg, NET, small_digits, tmp_path / "b", progress=False)
+    assert len(calls) == 5                       # only the 3rd epoch ran again: 300 examples / 64 per batch
+    assert torch.equal(whole.trajectories[0], resumed.trajectories[0])
+    assert not (tmp_path / "b" / experts.PARTIAL).exists()
 
 
 def test_buffer_rejects_corruption_and_other_settings(tmp_path, buffer_dir, small_digits):

@@ -19,8 +19,10 @@ seed papers change only how the experts are trained:
   ``grad_penalty * mean((||d sum(f(x)) / dx||_channels - 1)^2)`` on the un-augmented batch,
   is added (both switchable: 0 = off).
 
-Generation is resumable expert by expert (a finished expert is written atomically before the
-next starts) and shows a progress bar. Buffers are cached by their settings
+Generation is resumable: a finished expert is written atomically before the next starts, and
+the unfinished one's state (weights, optimizer, sampler, snapshots) is saved after each epoch in
+``partial_expert.safetensors``, so a killed run loses less than one epoch and continues bit for
+bit. It shows a progress bar. Buffers are cached by their settings
 (:func:`expert_buffer`) so MTT, FTD, DATM and AST runs with the same experts share one.
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ...core.config import ConfigError
-from ...data import DataBundle
+from ...data import DataBundle, DataError
 from ...data.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ...data.trajectories import ZCA, ExpertBuffer
 
@@ -173,9 +175,10 @@ def train_experts(cfg: ExpertConfig, net_spec: dict, data: DataBundle, root: str
             net = build_model(net_spec, tuple(data.in_shape), data.num_classes, "method.net").to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         snaps = [flatten(net).cpu()]
-        bar = tqdm(total=cfg.epochs * steps_per_epoch, desc=f"expert {i + 1}/{cfg.num}", disable=None if progress else True,
-                   leave=False)
-        for epoch in range(cfg.epochs):
+        first = _resume_partial(Path(root), i, net, opt, g, snaps)
+        bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=first * steps_per_epoch, desc=f"expert {i + 1}/{cfg.num}",
+                   disable=None if progress else True, leave=False)
+        for epoch in range(first, cfg.epochs):
             if cfg.decay_at > 0 and epoch == int(cfg.decay_at * cfg.epochs):
                 for pg in opt.param_groups:
                     pg["lr"] = cfg.lr * cfg.decay
@@ -196,12 +199,54 @@ def train_experts(cfg: ExpertConfig, net_spec: dict, data: DataBundle, root: str
                     raise FloatingPointError(f"expert {i}: loss became {float(loss)}; lower experts.lr")
                 bar.update(1)
             snaps.append(flatten(net).cpu())
+            info = {"train_loss_last": float(loss.detach())}
+            if epoch + 1 < cfg.epochs:
+                _save_partial(Path(root), i, epoch + 1, net, opt, g, snaps, info)
         bar.close()
-        info = {"train_loss_last": float(loss.detach())}
         if x_val is not None:
             info["val_acc"] = _accuracy(net, x_val.to(dev), data.val.y.to(dev))
         buf.append(torch.stack(snaps), info)
+        (Path(root) / PARTIAL).unlink(missing_ok=True)
     return buf
+
+
+#: the unfinished expert's state after its last whole epoch, so a killed run loses < 1 epoch
+PARTIAL = "partial_expert.safetensors"
+
+
+def _save_partial(root: Path, expert: int, epochs_done: int, net, opt, g: torch.Generator, snaps: list, info: dict):
+    from ...core.checkpoint import atomic_save_safetensors, flatten_optimizer
+
+    opt_tensors, opt_meta = flatten_optimizer(opt, "opt")
+    tensors = {**{f"net/{k}": v for k, v in net.state_dict().items()}, **opt_tensors,
+               "snaps": torch.stack(snaps), "generator": g.get_state()}
+    meta = {"expert": expert, "epochs_done": epochs_done, "optimizer": opt_meta, "info": info}
+    atomic_save_safetensors(tensors, root / PARTIAL, metadata={"potstill": json.dumps(meta)})
+
+
+def _resume_partial(root: Path, expert: int, net, opt, g: torch.Generator, snaps: list) -> int:
+    """Load the partial state of ``expert`` if the folder holds one; the number of epochs it had done."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ...core.checkpoint import unflatten_optimizer
+
+    path = root / PARTIAL
+    if not path.is_file():
+        return 0
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["potstill"])
+        tensors = load_file(str(path))
+    except Exception as e:  # safetensors and json raise their own types
+        raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); delete it to restart this expert") from None
+    if meta.get("expert") != expert:   # left over from another expert: stale, start this one afresh
+        return 0
+    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
+    unflatten_optimizer(opt, "opt", tensors, meta["optimizer"])
+    g.set_state(tensors["generator"])
+    snaps[:] = list(tensors["snaps"].unbind(0))
+    return int(meta["epochs_done"])
 
 
 def buffer_key(cfg: ExpertConfig, net_spec: dict, data: DataBundle) -> str:
