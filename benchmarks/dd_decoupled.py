@@ -75,6 +75,10 @@ VARIANTS = {"cda": [("realinit", "cda, real init, 200 steps (ablation)",
 #: methods whose teacher labels DSA views online: they read ``teacher_dsa`` (trained on those views)
 DSA_TEACHER = {"hello"}
 DQ_RATIOS = [0.01, 0.05, 0.1]
+#: ``--dq-eval``: the unseen architecture DQ's selections are judged on. ``recipe`` = the recipe's ResNet;
+#: ``mlp`` = a 2-layer MLP (256-256), for Fashion-MNIST on 2 CPU cores, where the ResNet's 600 epochs over
+#: 550-5,500 images take hours per seed. Neither network built the selection (a batch-norm ConvNet did).
+DQ_EVAL = {"recipe": "", "mlp": "{name: mlp, hidden: [256, 256]}"}
 SELECT_EPOCHS = [150, 300, 600]
 DATASETS = {"digits": "scikit-learn digits 8x8: 1257 train (distillation source), 180 val (protocol choice), 360 test",
             "fmnist": "fmnist: 55k train (distillation source), 5k val (protocol choice), 10k official test"}
@@ -84,6 +88,8 @@ def recipe_path(dataset: str, method: str, ipc: int) -> tuple[Path, list[str]]:
     """The recipe of (dataset, method, ipc) and the overrides it needs (digits has IPC-10 recipes only)."""
     if dataset == "digits":
         return ROOT / f"recipes/dd/digits/{method}.yaml", ([] if ipc == 10 or method == "dq" else [f"method.ipc={ipc}"])
+    if method == "dq":                       # a selection at keep ratios, not at an IPC
+        return ROOT / f"recipes/dd/dq_{dataset}.yaml", []
     return ROOT / f"recipes/dd/{dataset}_ipc{ipc}/{method}.yaml", []
 
 
@@ -140,15 +146,23 @@ def plan(args) -> list[dict]:
     if "dq" in args.methods:
         recipe, _ = recipe_path(args.dataset, "dq", 0)
         if recipe.is_file():
+            net = DQ_EVAL[args.dq_eval]
             for r in DQ_RATIOS:
-                tag = f"r{round(100 * r)}"
+                tag = f"r{round(100 * r)}" + (f"_{args.dq_eval}" if net else "") + ("_tdsa" if args.dq_teacher == "teacher_dsa" else "")
+                ev = [f"eval.model={net}"] if net else []
                 cells.append({"cell": f"dq/{tag}", "row": "dq", "method": "dq", "ipc": 0, "ratio": r,
-                              "recipe": recipe, "overrides": [f"method.ratio={r}"]})
+                              "recipe": recipe, "overrides": [f"method.ratio={r}"] + ev})
                 cells.append({"cell": f"random_ratio/{tag}", "row": "random (same ratio)", "method": "dq", "ipc": 0,
-                              "ratio": r, "recipe": recipe, "overrides": [f"method.ratio={r}", "method.bins=1"]})
+                              "ratio": r, "recipe": recipe, "overrides": [f"method.ratio={r}", "method.bins=1"] + ev})
         else:
             print(f"[skip] no DQ recipe for {args.dataset}", flush=True)
     return cells
+
+
+def teacher_of(args, c: dict) -> str:
+    """The teacher cell whose checkpoint a cell's recipe reads."""
+    dsa = c["method"] in DSA_TEACHER or (c["method"] == "dq" and args.dq_teacher == "teacher_dsa")
+    return "teacher_dsa" if dsa else "teacher"
 
 
 def pending(args, done: dict) -> list[dict]:
@@ -172,6 +186,11 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", default="")
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default="")
+    ap.add_argument("--dq-eval", choices=sorted(DQ_EVAL), default="recipe",
+                    help="the unseen network DQ's keep-ratio subsets are judged on (mlp: a CPU budget)")
+    ap.add_argument("--dq-teacher", choices=["teacher", "teacher_dsa"], default="teacher",
+                    help="whose embedding DQ's GraphCut bins use: the batch-norm teacher, or the same network trained "
+                         "on DSA views (HeLlO's); either is a ConvNet, not the network that judges the subsets")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     args.ipcs = args.ipcs or ([10] if args.dataset == "digits" else [10, 50])
@@ -185,12 +204,12 @@ def main(argv=None) -> int:
         report(args, done)
         return 0
 
-    teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * bool(DSA_TEACHER & set(args.methods))
+    needs_dsa = bool(DSA_TEACHER & set(args.methods)) or ("dq" in args.methods and args.dq_teacher == "teacher_dsa")
+    teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * needs_dsa
     for cell, name in teachers:
         if cell in done and Path(done[cell]["export"]).is_file():
             continue                      # (a recorded teacher whose weights are gone, e.g. a fresh clone, retrains)
-        if cell in done and not any(has_teacher(c["recipe"]) and (c["method"] in DSA_TEACHER) == (cell == "teacher_dsa")
-                                    for c in pending(args, done)):
+        if cell in done and not any(has_teacher(c["recipe"]) and teacher_of(args, c) == cell for c in pending(args, done)):
             continue                      # ... but only when a cell still to run needs that teacher
         recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
         ov = ["trainer.progress=false", f"trainer.threads={args.threads}"]
@@ -201,7 +220,6 @@ def main(argv=None) -> int:
         append_cell(cells_path, done, {"cell": cell, "export": s["export"], "steps": s["steps"],
                                        "val_acc": s["val"].get("acc"), "test_acc": s["test"].get("acc"),
                                        "overrides": ov, "wall_s": round(time.time() - t0, 1)})
-    ckpt = done["teacher"]["export"]
     if args.epochs:
         epochs = args.epochs
     else:
@@ -215,7 +233,7 @@ def main(argv=None) -> int:
     for c in pending(args, done):
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
-            ov.append(f"teacher.checkpoint={done['teacher_dsa']['export'] if c['method'] in DSA_TEACHER else ckpt}")
+            ov.append(f"teacher.checkpoint={done[teacher_of(args, c)]['export']}")
         if c["method"] == "hello":
             ov.append(f"method.encoder.cache_dir={runs / 'hello_encoder_cache'}")
         if c["method"] in ("cvdd", "infer"):       # committee / extra teachers trained once, shared with the relabelled row
@@ -288,7 +306,7 @@ def report(args, done: dict) -> None:
                   "relabelled by X's teacher(s) the same way (SRe2L's also stand for CDA, same teacher and relabelling). "
                   "Soft labels are stored once per image (N x K float32), not per crop per epoch as in the papers. "
                   "DQ rows: keep ratio of every class, GraphCut bins on the ConvNet teacher's embedding, judged on "
-                  "the recipe's ResNet; 'random (same ratio)' = uniform subset (bins=1) under the same evaluation; "
+                  "the network in the eval net column (the recipe's ResNet, or an MLP on 2 CPU cores); 'random (same ratio)' = uniform subset (bins=1) under the same evaluation; "
                   "no patch dropping / MAE."
                   + (" HeLlO rows share one set of images and one teacher trained on the protocol's DSA views, "
                      f"recipes/dd/teacher_bn_dsa_{args.dataset}.yaml (test acc {(teacher_dsa or {}).get('test_acc')}): "
