@@ -45,6 +45,9 @@ comparison. Rows ``lelp_t10k`` keep the first protocol, a teacher trained on the
 labels (1170 steps), which came out no better than the scratch student on the 3-class task.
 ``--lelp-teacher-steps N`` trains the teachers N steps instead (part ``lelp_t<N>``, rows next to
 the same scratch students): a teacher clearly better than the student, which KD needs.
+``--lelp-train-size N`` gives the students N labelled images instead of 10k (part ``lelp_n<N>``,
+own scratch rows, the same teachers): the data-limited setting of the method notes (a small
+student on a ~2k transfer set), where what the teacher passes on matters most.
 
 Part ``mae`` (K18 DMAE, K1 Hybrid Distill; ``recipes/kd/vit_*.yaml``, ``mae_fmnist.yaml``,
 ``dmae_fmnist.yaml``, ``hybrid_fmnist.yaml``): small ViTs on 10k labelled Fashion-MNIST images
@@ -315,11 +318,15 @@ def lelp_part(args, done, cells_path, runs: Path) -> None:
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     tsteps = args.lelp_teacher_steps          # 1170: the reported protocol; longer: part lelp_t<steps>
     part, sfx = ("lelp", "") if tsteps == 1170 else (f"lelp_t{tsteps}", f"_t{tsteps}")
+    n = args.lelp_train_size                  # 10000: the reported protocol; fewer: part lelp_n<N>, own scratch rows
+    if n != 10000:
+        part, sfx = f"{part}_n{n}", f"{sfx}_n{n}"
     for task, cmap in LELP_TASKS.items():
         if args.lelp_tasks and task not in args.lelp_tasks:
             continue
         data = [f"data.classes_map=[{','.join(map(str, cmap))}]"]
-        tdir = runs / f"lelp_{task}_teacher_all{sfx}"
+        sdata = data + [f"data.train_size={n}"]     # the students' labelled images
+        tdir = runs / f"lelp_{task}_teacher_all{sfx.split('_n')[0]}"     # the teacher does not depend on n
         t = run_recipe(rdir / "teacher_fmnist.yaml", common + data + ["data.train_size=null", "trainer.seed=0",
                                                                        f"trainer.steps={tsteps}",
                                                                        f"trainer.eval_every={tsteps}"], tdir)
@@ -333,12 +340,12 @@ def lelp_part(args, done, cells_path, runs: Path) -> None:
                 for base, (recipe, ov) in LELP_ROWS.items():
                     row = base if student == "w32" else f"{base}_{student}"
                     key = f"{part}/{task}/{row}/seed{seed}"
-                    if key in done or (base == "scratch" and part != "lelp"):     # scratch needs no teacher
+                    if key in done or (base == "scratch" and part.split("_n")[0] != "lelp"):  # scratch: no teacher
                         continue
                     t0 = time.time()
                     teacher = [] if base == "scratch" else [f"teacher.checkpoint={tdir}/export/model.safetensors",
                                                             f"teacher.cache_dir={runs / 'cache'}"]
-                    s = run_recipe(rdir / recipe, common + data + ov + LELP_STUDENTS[student] + teacher +
+                    s = run_recipe(rdir / recipe, common + sdata + ov + LELP_STUDENTS[student] + teacher +
                                    [f"trainer.seed={seed}", "trainer.steps=780", "trainer.eval_every=780"],
                                    runs / f"lelp_{task}_{row}_s{seed}_tall{sfx}")
                     append_cell(cells_path, done, {"cell": key, "part": part, "setting": task, "row": row, "seed": seed,
@@ -356,7 +363,7 @@ def lelp_part(args, done, cells_path, runs: Path) -> None:
                 continue
             t0, tried = time.time(), [(base["val_acc"], base["test_acc"], LELP_BETAS[0], base["train_s"])]
             for beta in LELP_BETAS[1:]:
-                s = run_recipe(rdir / "lelp_fmnist.yaml", common + data + [
+                s = run_recipe(rdir / "lelp_fmnist.yaml", common + sdata + [
                     f"method.beta={beta}", f"teacher.checkpoint={tdir}/export/model.safetensors",
                     f"teacher.cache_dir={runs / 'cache'}", f"trainer.seed={seed}", "trainer.steps=780",
                     "trainer.eval_every=780"], runs / f"lelp_{task}_lelp_beta{beta:g}_s{seed}_tall{sfx}")
@@ -603,8 +610,10 @@ def report(args, done: dict) -> None:
             lines.append(f"\n4-bit quantized distillation vs fp32 KD: {gap:+.2f} points below at {ratio:.1f}x smaller weights "
                          f"(target: within 1 point at ~8x): {'met' if gap <= 1.0 else 'NOT met'}.")
     longer = sorted({p for p, _, _ in groups if p.startswith("lelp_t") and p != "lelp_t10k"})
+    fewer = sorted({p for p, _, _ in groups if p.startswith("lelp_n")}, key=lambda p: int(p[6:]))
     for part, title in (("lelp", "teacher on all 55k labels"), *((p, f"teacher on all 55k labels, {p[6:]} steps")
                                                                   for p in longer),
+                        *((p, "teacher on all 55k labels") for p in fewer),
                         ("lelp_t10k", "first protocol: teacher on the same 10k labels")):
         if not any(p == part for p, _, _ in groups):
             continue
@@ -612,12 +621,13 @@ def report(args, done: dict) -> None:
         rows = ["teacher", *[r for r in lelp_rows if r in LELP_ROWS or any(g[:1] + g[2:] == (part, r) for g in groups)]]
         rows += [f"{r}_{st}" for st in LELP_STUDENTS if st != "w32" for r in lelp_rows
                  if any(g == (part, t, f"{r}_{st}") for g in groups for t in LELP_TASKS)]
-        lines += ["", f"## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32 students, ConvNet-8 in *_w8 rows, on 10k labels; "
+        labels = f"{int(part.split('_n')[1]):,}" if "_n" in part else "10k"
+        lines += ["", f"## LELP on few-class Fashion-MNIST (ConvNet-128 teacher -> ConvNet-32 students, ConvNet-8 in *_w8 rows, on {labels} labels; "
                   f"{title}; test acc %)", "", "| task | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
         for task in LELP_TASKS:
             cs_ = []
             for row in rows:      # the scratch students do not depend on the teacher: one set serves both tables
-                cs = groups.get((part, task, row)) or groups.get(("lelp", task, row), []) * (row == "scratch")
+                cs = groups.get((part, task, row)) or groups.get(("lelp", task, row), []) * (row == "scratch" and "_n" not in part)
                 st = stat([100 * c["test_acc"] for c in cs]) if cs else None
                 cs_.append(f"{st['mean']:.2f} ± {st['std']:.2f} (n={st['n']})" if st else "–")
             lines.append(f"| {task} | " + " | ".join(cs_) + " |")
@@ -676,7 +686,7 @@ def report(args, done: dict) -> None:
                          + (f"; the best distilled student within the budget is {top['row']} ({100 * top['test_acc']:.2f}%)."
                             if top else "."))
     seeds = sorted({c["seed"] for c in cells})
-    parts = sorted({p for p, _, _ in groups if not p.startswith("lelp_t")} | ({"diswot"} if dw else set()))
+    parts = sorted({p for p, _, _ in groups if not p.startswith(("lelp_t", "lelp_n"))} | ({"diswot"} if dw else set()))
     ids = {"graph": ("K12",), "quant": ("K9",), "diswot": ("K8",), "lelp": ("K10",), "mae": ("K18", "K1")}
     result = {"catalog_ids": sorted({i for p in parts for i in ids[p]}),
               "command": f"python benchmarks/kd_seed.py --part {' '.join(parts)} --seeds 3",
@@ -720,6 +730,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lelp-teacher-steps", type=int, default=1170,
                     help="LELP teachers' steps on all 55k labels (1170: the reported protocol; other values "
                          "write part lelp_t<steps>, students reuse the scratch rows)")
+    ap.add_argument("--lelp-train-size", type=int, default=10000,
+                    help="LELP students' labelled images (10000: the reported protocol; fewer write part lelp_n<N> "
+                         "with its own scratch rows, the same teachers)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
