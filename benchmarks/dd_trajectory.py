@@ -118,9 +118,11 @@ def buffer_cell(args, kind: str, root: Path) -> dict:
     t0 = time.time()
     buf = train_experts(ecfg, cfg.method.config.net, data, root, progress=False)
     val = [e.get("val_acc") for e in buf.meta["experts"]]
+    per = [e.get("train_s") for e in buf.meta["experts"]]     # recorded per expert, across resumed runs
     return {"cell": f"experts/{kind}", "kind": kind, "path": str(root), "experts": len(buf), "epochs": buf.epochs,
             "training": buf.meta["training"], "val_acc": [100 * v for v in val if v is not None],
-            "wall_clock_s": round(time.time() - t0, 1), "size_mib": round(sum(
+            "wall_clock_s": round(sum(per) if None not in per else time.time() - t0, 1),
+            "expert_train_s": per, "size_mib": round(sum(
                 f.stat().st_size for f in root.iterdir()) / 2**20, 2)}
 
 

@@ -88,6 +88,7 @@ def test_buffer_generation_resumes_inside_an_expert(tmp_path, small_digits, monk
     assert len(calls) == 5                       # only the 3rd epoch ran again: 300 examples / 64 per batch
     assert torch.equal(whole.trajectories[0], resumed.trajectories[0])
     assert not (tmp_path / "b" / experts.PARTIAL).exists()
+    assert resumed.meta["experts"][0]["train_s"] > 0          # seconds of both runs, for the buffer's cost
 
 
 def test_buffer_rejects_corruption_and_other_settings(tmp_path, buffer_dir, small_digits):

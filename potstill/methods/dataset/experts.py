@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -175,7 +176,8 @@ def train_experts(cfg: ExpertConfig, net_spec: dict, data: DataBundle, root: str
             net = build_model(net_spec, tuple(data.in_shape), data.num_classes, "method.net").to(dev)
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         snaps = [flatten(net).cpu()]
-        first = _resume_partial(Path(root), i, net, opt, g, snaps)
+        first, spent = _resume_partial(Path(root), i, net, opt, g, snaps)
+        t0 = time.time() - spent                       # this expert's training seconds, across resumes
         bar = tqdm(total=cfg.epochs * steps_per_epoch, initial=first * steps_per_epoch, desc=f"expert {i + 1}/{cfg.num}",
                    disable=None if progress else True, leave=False)
         for epoch in range(first, cfg.epochs):
@@ -199,7 +201,7 @@ def train_experts(cfg: ExpertConfig, net_spec: dict, data: DataBundle, root: str
                     raise FloatingPointError(f"expert {i}: loss became {float(loss)}; lower experts.lr")
                 bar.update(1)
             snaps.append(flatten(net).cpu())
-            info = {"train_loss_last": float(loss.detach())}
+            info = {"train_loss_last": float(loss.detach()), "train_s": round(time.time() - t0, 1)}
             if epoch + 1 < cfg.epochs:
                 _save_partial(Path(root), i, epoch + 1, net, opt, g, snaps, info)
         bar.close()
@@ -224,8 +226,8 @@ def _save_partial(root: Path, expert: int, epochs_done: int, net, opt, g: torch.
     atomic_save_safetensors(tensors, root / PARTIAL, metadata={"potstill": json.dumps(meta)})
 
 
-def _resume_partial(root: Path, expert: int, net, opt, g: torch.Generator, snaps: list) -> int:
-    """Load the partial state of ``expert`` if the folder holds one; the number of epochs it had done."""
+def _resume_partial(root: Path, expert: int, net, opt, g: torch.Generator, snaps: list) -> tuple[int, float]:
+    """Load the partial state of ``expert`` if the folder holds one: (epochs it had done, seconds spent)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -233,7 +235,7 @@ def _resume_partial(root: Path, expert: int, net, opt, g: torch.Generator, snaps
 
     path = root / PARTIAL
     if not path.is_file():
-        return 0
+        return 0, 0.0
     try:
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["potstill"])
@@ -241,12 +243,12 @@ def _resume_partial(root: Path, expert: int, net, opt, g: torch.Generator, snaps
     except Exception as e:  # safetensors and json raise their own types
         raise DataError(f"{path}: unreadable ({type(e).__name__}: {e}); delete it to restart this expert") from None
     if meta.get("expert") != expert:   # left over from another expert: stale, start this one afresh
-        return 0
+        return 0, 0.0
     net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net/")})
     unflatten_optimizer(opt, "opt", tensors, meta["optimizer"])
     g.set_state(tensors["generator"])
     snaps[:] = list(tensors["snaps"].unbind(0))
-    return int(meta["epochs_done"])
+    return int(meta["epochs_done"]), float(meta["info"].get("train_s", 0.0))
 
 
 def buffer_key(cfg: ExpertConfig, net_spec: dict, data: DataBundle) -> str:
