@@ -63,7 +63,7 @@ examples:
 
 Trains (or finishes) the expert trajectories a trajectory-matching recipe (mtt, ftd, datm, ast)
 asks for: each expert's parameters at every epoch, one safetensors file per expert, resumable
-expert by expert. Without --out the folder is the cache one the method itself would use
+(a killed run continues from the unfinished expert's last whole epoch). Without --out the folder is the cache one the method itself would use
 ($POTSTILL_CACHE/experts/<dataset>-<hash>); with --out, point the recipe at it with
 method.buffer=DIR. Prints the folder and the experts' validation accuracy.
 """
