@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import itertools
 import json
 import shutil
 import sys
@@ -147,13 +148,14 @@ def plan(args) -> list[dict]:
         recipe, _ = recipe_path(args.dataset, "dq", 0)
         if recipe.is_file():
             net = DQ_EVAL[args.dq_eval]
-            for r in DQ_RATIOS:
+            for r, d in itertools.product(DQ_RATIOS, range(args.dq_draws)):
                 tag = f"r{round(100 * r)}" + (f"_{args.dq_eval}" if net else "") + ("_tdsa" if args.dq_teacher == "teacher_dsa" else "")
-                ev = [f"eval.model={net}"] if net else []
-                cells.append({"cell": f"dq/{tag}", "row": "dq", "method": "dq", "ipc": 0, "ratio": r,
-                              "recipe": recipe, "overrides": [f"method.ratio={r}"] + ev})
+                tag += f"_d{d}" if d else ""     # draw d: the same bins, another sample from them (method.seed=d)
+                ov = [f"method.ratio={r}"] + [f"eval.model={net}"] * bool(net) + [f"method.seed={d}"] * bool(d)
+                cells.append({"cell": f"dq/{tag}", "row": "dq", "method": "dq", "ipc": 0, "ratio": r, "draw": d,
+                              "recipe": recipe, "overrides": ov})
                 cells.append({"cell": f"random_ratio/{tag}", "row": "random (same ratio)", "method": "dq", "ipc": 0,
-                              "ratio": r, "recipe": recipe, "overrides": [f"method.ratio={r}", "method.bins=1"] + ev})
+                              "ratio": r, "draw": d, "recipe": recipe, "overrides": ov + ["method.bins=1"]})
         else:
             print(f"[skip] no DQ recipe for {args.dataset}", flush=True)
     return cells
@@ -188,6 +190,9 @@ def main(argv=None) -> int:
     ap.add_argument("--name", default="")
     ap.add_argument("--dq-eval", choices=sorted(DQ_EVAL), default="recipe",
                     help="the unseen network DQ's keep-ratio subsets are judged on (mlp: a CPU budget)")
+    ap.add_argument("--dq-draws", type=int, default=1,
+                    help="DQ and its random subset drawn this many times per ratio (method.seed 0..N-1); the target "
+                         "line pools the draws")
     ap.add_argument("--dq-teacher", choices=["teacher", "teacher_dsa"], default="teacher",
                     help="whose embedding DQ's GraphCut bins use: the batch-norm teacher, or the same network trained "
                          "on DSA views (HeLlO's); either is a ConvNet, not the network that judges the subsets")
@@ -253,6 +258,7 @@ def main(argv=None) -> int:
             shutil.copyfile(grid, results / args.name / f"{c['cell'].replace('/', '_').replace('+', '_')}.png")
         ev = s["eval"]
         rec = {"cell": c["cell"], "row": c["row"], "method": c["method"], "ipc": c["ipc"], "ratio": c.get("ratio"),
+               "draw": c.get("draw", 0),
                "recipe": str(c["recipe"].relative_to(ROOT)), "overrides": ov, "steps": s["steps"],
                "distill_s": s["wall_clock_s"], "peak_rss_mib": s.get("peak_rss_mib"),
                "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
@@ -321,7 +327,8 @@ def report(args, done: dict) -> None:
              "| row | budget | eval net | test acc | val acc | images trained on | images stored | label bytes |",
              "|---|---|---|---|---|---|---|---|"]
     for c in sorted(cells, key=lambda c: (c["ipc"], c.get("ratio") or 0, c["method"], c["row"])):
-        budget = f"IPC {c['ipc']}" if not c.get("ratio") else f"{100 * c['ratio']:g}% per class"
+        budget = f"IPC {c['ipc']}" if not c.get("ratio") else f"{100 * c['ratio']:g}% per class" + (
+            f", draw {c['draw']}" if c.get("draw") else "")
         t, v = stat(c["test_acc"]), stat(c["val_acc"])
         lines.append(f"| {c['row']} | {budget} | {c['eval_model']} | {t['mean']:.2f} ± {t['std']:.2f} | "
                      f"{v['mean']:.2f} | {c['images']} | {c['stored_images']} | {c['label_bytes']} |")
@@ -375,12 +382,21 @@ def target_lines(cells: list[dict], epochs: int) -> list[str]:
             h, st = by[k("hello")], by[k("hello+static")]
             out.append(f"- IPC {ipc} (context): static per-image teacher labels {acc(k('hello+static')):.2f} with "
                        f"{st['label_bytes']:,} label bytes, hello {acc(k('hello')):.2f} with {h['label_bytes']:,}.")
-    for c in sorted((c for c in cells if c["cell"].startswith("dq/")), key=lambda c: c["ratio"]):
-        rnd = by.get(c["cell"].replace("dq/", "random_ratio/"))
-        if rnd:
-            ok = acc(c["cell"]) >= acc(rnd["cell"])
-            out.append(f"- DQ keep {100 * c['ratio']:g}%: {acc(c['cell']):.2f} vs random {acc(rnd['cell']):.2f} on "
-                       f"{c['eval_model']}: {'met' if ok else 'NOT met'}.")
+    pooled = {}       # DQ and its random subset per (ratio, evaluation): every draw's seeds pooled
+    for c in cells:
+        if c["cell"].startswith(("dq/", "random_ratio/")):
+            base = c["cell"].split("/")[1].split("_d")[0]
+            pooled.setdefault((c["ratio"], base, c["eval_model"]), {}).setdefault(c["row"], []).append(c)
+    for (ratio, _, net), rows in sorted(pooled.items()):
+        dq, rnd = rows.get("dq", []), rows.get("random (same ratio)", [])
+        both = sorted({c.get("draw", 0) for c in dq} & {c.get("draw", 0) for c in rnd})
+        if not both:
+            continue
+        a = stat([v for c in dq if c.get("draw", 0) in both for v in c["test_acc"]])
+        b = stat([v for c in rnd if c.get("draw", 0) in both for v in c["test_acc"]])
+        draws = f" ({len(both)} draws x seeds, n={a['n']})" if len(both) > 1 else ""
+        out.append(f"- DQ keep {100 * ratio:g}%: {a['mean']:.2f} ± {a['std']:.2f} vs random {b['mean']:.2f} ± {b['std']:.2f} "
+                   f"on {net}{draws}: {'met' if a['mean'] >= b['mean'] else 'NOT met'}.")
     return ["", "## Targets (on the finished cells)", "", *out] if out else []
 
 
