@@ -201,7 +201,7 @@ def train_experts(cfg: ExpertConfig, net_spec: dict, data: DataBundle, root: str
                     raise FloatingPointError(f"expert {i}: loss became {float(loss)}; lower experts.lr")
                 bar.update(1)
             snaps.append(flatten(net).cpu())
-            info = {"train_loss_last": float(loss.detach()), "train_s": round(time.time() - t0, 1)}
+            info = {"train_loss_last": float(loss.detach()), "train_s": round(time.time() - t0, 3)}
             if epoch + 1 < cfg.epochs:
                 _save_partial(Path(root), i, epoch + 1, net, opt, g, snaps, info)
         bar.close()
