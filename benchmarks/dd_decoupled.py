@@ -385,7 +385,7 @@ def target_lines(cells: list[dict], epochs: int) -> list[str]:
     pooled = {}       # DQ and its random subset per (ratio, evaluation): every draw's seeds pooled
     for c in cells:
         if c["cell"].startswith(("dq/", "random_ratio/")):
-            base = c["cell"].split("/")[1].split("_d")[0]
+            base = c["cell"].split("/")[1].removesuffix(f"_d{c['draw']}" if c.get("draw") else "")
             pooled.setdefault((c["ratio"], base, c["eval_model"]), {}).setdefault(c["row"], []).append(c)
     for (ratio, _, net), rows in sorted(pooled.items()):
         dq, rnd = rows.get("dq", []), rows.get("random (same ratio)", [])
@@ -396,7 +396,8 @@ def target_lines(cells: list[dict], epochs: int) -> list[str]:
         b = stat([v for c in rnd if c.get("draw", 0) in both for v in c["test_acc"]])
         draws = f" ({len(both)} draws x seeds, n={a['n']})" if len(both) > 1 else ""
         out.append(f"- DQ keep {100 * ratio:g}%: {a['mean']:.2f} ± {a['std']:.2f} vs random {b['mean']:.2f} ± {b['std']:.2f} "
-                   f"on {net}{draws}: {'met' if a['mean'] >= b['mean'] else 'NOT met'}.")
+                   f"on {net}{draws}: {'met' if a['mean'] >= b['mean'] else 'NOT met'}"
+                   + (" (the gap is inside the spread)." if abs(a["mean"] - b["mean"]) < max(a["std"], b["std"]) else "."))
     return ["", "## Targets (on the finished cells)", "", *out] if out else []
 
 
