@@ -424,7 +424,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--screenshot", metavar="PNG", help="also render the page with headless Chromium to this PNG")
     p.set_defaults(fn=cmd_leaderboard)
 
-    args = parser.parse_args(argv)
+    # Overrides may come after options too (`run recipe --out X a=b`): argparse stops a nargs="*"
+    # positional at the first option, and parse_intermixed_args does not support subparsers.
+    args, extra = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        args.overrides += [e for e in extra if "=" in e and not e.startswith("-")]
+        extra = [e for e in extra if "=" not in e or e.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from .core import distributed
     from .core.cpu import tune_allocator
 

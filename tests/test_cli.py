@@ -42,3 +42,15 @@ def test_bad_override_fails_before_writing_anything(tmp_path, capsys):
     assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 2
     assert "teacher.checkpoint: weights file not found: nowhere.safetensors" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_overrides_after_options_are_taken(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("method: {name: supervised}\ndata: {name: digits}\nstudent: {name: mlp}\n")
+    # after --out, a bad override is still read (and refused by name), not an argparse error
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out"), "trainer.lr=0.1"]) == 2
+    assert "unknown key 'trainer.lr'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):                  # an unknown option is still an error
+        main(["run", str(recipe), "--out", str(tmp_path / "out"), "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
