@@ -96,9 +96,18 @@ def cell_overrides(args, method: str, ipc: int, buffers: dict) -> list[str]:
     if method.startswith("ast-no_"):
         ov.append(ABLATION[method[len("ast-no_"):]])
     ov += budget_overrides(args, method)
+    ov += args.set
     if args.steps and base not in ("random",):
         ov.append(f"trainer.steps={args.steps}")
     return ov
+
+
+def cell_key(args, method: str, ipc: int) -> str:
+    return f"{method}@{args.tag}/ipc{ipc}" if args.tag else f"{method}/ipc{ipc}"
+
+
+def file_stem(key: str) -> str:
+    return key.replace("/", "_").replace("@", "_")
 
 
 def buffer_cell(args, kind: str, root: Path) -> dict:
@@ -137,12 +146,19 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", choices=["cpu", "full"], default="cpu",
                     help="fmnist only: cpu = FMNIST_CPU's reduced settings; full = the recipes unchanged (GPU)")
     ap.add_argument("--steps", type=int, default=0, help="override every distillation's trainer.steps (smoke)")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="extra recipe overrides for every distillation of this run (needs --tag)")
+    ap.add_argument("--tag", default="", help="cells of this run are <method>@<tag>/ipc<N>, a row apart in the report")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", default=None)
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--name", default=None, help="result name (default dd_trajectory_<dataset>)")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
+    if args.set and not args.tag:
+        ap.error("--set changes the recipes: give the cells a --tag so they stay apart from the untagged ones")
+    if args.tag and not args.tag.replace("_", "").isalnum():
+        ap.error(f"--tag must be letters, digits and _, not {args.tag!r}")
     name = args.name or f"dd_trajectory_{args.dataset}"
     runs = Path(args.runs or ROOT / f"benchmarks/runs/{name}")
     results = Path(args.results)
@@ -169,18 +185,18 @@ def main(argv=None) -> int:
     if args.ablation:
         todo += [(f"ast-no_{p}", 10) for p in ABLATION]
     for m, ipc in todo:
-        key = f"{m}/ipc{ipc}"
+        key = cell_key(args, m, ipc)
         if key in done:
             continue
         ov = cell_overrides(args, m, ipc, buffers)
         print(f"[{key}] {' '.join(ov)}", flush=True)
         t0 = time.time()
-        s = run_recipe(recipe_for(args.dataset, m, ipc), ov, runs / key.replace("/", "_"))
+        s = run_recipe(recipe_for(args.dataset, m, ipc), ov, runs / file_stem(key))
         grid = Path(s["export"]).parent / "synthetic.png"
         (results / name).mkdir(exist_ok=True)
-        shutil.copyfile(grid, results / name / f"{key.replace('/', '_')}.png")
+        shutil.copyfile(grid, results / name / f"{file_stem(key)}.png")
         ev = s["eval"]
-        append({"cell": key, "method": m, "ipc": ipc, "overrides": ov, "steps": s["steps"],
+        append({"cell": key, "method": m, "tag": args.tag, "ipc": ipc, "overrides": ov, "steps": s["steps"],
                 "distill_s": s["wall_clock_s"], "s_per_step": round(s["wall_clock_s"] / max(1, s["steps"]), 3),
                 "peak_rss_mib": s.get("peak_rss_mib"), "peak_cuda_mib": s.get("peak_cuda_mib"),
                 "test_acc": ev["test_acc"]["values"], "val_acc": ev["val_acc"]["values"], "eval_s": ev["wall_clock_s"],
@@ -246,13 +262,20 @@ def report(args, name: str, done: dict) -> None:
             f"{k.split('/')[1]} IPC {k.split('/')[2][3:]} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in refs.items()), ""]
     lines += ["| method | labels | " + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|" + "---|" * len(ipcs)]
     order = METHODS + [f"ast-no_{p}" for p in ABLATION]
+    tags = [""] + sorted({c.get("tag") or "" for c in cells} - {""})
     for m in order:
-        row = [done.get(f"{m}/ipc{i}") for i in ipcs]
-        if not any(row):
-            continue
-        soft = any(c and c.get("soft_labels") for c in row)
-        txt = [f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–" for c in row]
-        lines.append(f"| {m} | {'soft' if soft else 'hard'} | " + " | ".join(txt) + " |")
+        for tag in tags:
+            row = [done.get(f"{m}@{tag}/ipc{i}" if tag else f"{m}/ipc{i}") for i in ipcs]
+            if not any(row):
+                continue
+            soft = any(c and c.get("soft_labels") for c in row)
+            txt = [f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–" for c in row]
+            lines.append(f"| {m}{' @' + tag if tag else ''} | {'soft' if soft else 'hard'} | " + " | ".join(txt) + " |")
+    for tag in tags[1:]:       # what a tag changed: the overrides its cells have beyond the untagged run's
+        c = next(c for c in cells if c.get("tag") == tag)
+        base = done.get(c["cell"].replace(f"@{tag}", ""))
+        extra = [o for o in c["overrides"] if not base or o not in base["overrides"]]
+        lines += ["", f"`@{tag}`: the same cells with {', '.join(f'`{o}`' for o in extra)}."]
     if any(done.get(f"ast-no_{p}/ipc10") for p in ABLATION) and done.get("ast/ipc10"):
         full = stat(done["ast/ipc10"]["test_acc"])["mean"]
         lines += ["", "## AST ablation (IPC 10): each part switched off alone", "",
@@ -274,7 +297,7 @@ def report(args, name: str, done: dict) -> None:
         lines.append(f"| {c['cell']} | {c['steps']} | {c['distill_s']:.0f} | {c['s_per_step']} | {c['peak_rss_mib']} | "
                      f"{c.get('label_bytes')} | {stat(c['val_acc'])['mean']:.2f} |")
     lines += ["", "Machines: " + "; ".join(machines) + ".", "",
-              "Synthetic sets: " + ", ".join(f"[{c['cell']}]({name}/{c['cell'].replace('/', '_')}.png)" for c in cells)]
+              "Synthetic sets: " + ", ".join(f"[{c['cell']}]({name}/{file_stem(c['cell'])}.png)" for c in cells)]
     write_markdown(Path(args.results) / f"{name}.md", result,
                    f"Trajectory matching on {args.dataset} (protocol dd-v1)", "\n".join(lines))
 
