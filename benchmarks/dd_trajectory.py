@@ -217,6 +217,13 @@ def buffer_seconds(e: dict) -> tuple[float, int]:
     return round(sum(t for t in per if t is not None), 1), sum(t is None for t in per)
 
 
+def tag_extra(done: dict, cells: list[dict], tag: str) -> list[str]:
+    """What a tag changed: the overrides its first cell has beyond the untagged cell's."""
+    c = next(c for c in cells if c.get("tag") == tag)
+    base = done.get(c["cell"].replace(f"@{tag}", ""))
+    return [o for o in c["overrides"] if not base or o not in base["overrides"]]
+
+
 def report(args, name: str, done: dict) -> None:
     cells = [c for k, c in done.items() if not k.startswith("experts/")]
     experts = [c for k, c in done.items() if k.startswith("experts/")]
@@ -249,7 +256,11 @@ def report(args, name: str, done: dict) -> None:
     machines = sorted({c.get("machine") or "?" for c in cells})
     result = {
         "catalog_ids": sorted({CATALOG[c["method"].split("-")[0]] for c in cells}),
-        "command": f"python benchmarks/dd_trajectory.py --dataset {args.dataset}",
+        "command": "; ".join([f"python benchmarks/dd_trajectory.py --dataset {args.dataset}"] + [
+            f"python benchmarks/dd_trajectory.py --dataset {args.dataset} --no-ablation --tag {tag} --methods "
+            f"{' '.join(sorted({c['method'] for c in cells if c.get('tag') == tag}))} --ipcs "
+            f"{' '.join(str(i) for i in sorted({c['ipc'] for c in cells if c.get('tag') == tag}))} --set "
+            + " ".join(tag_extra(done, cells, tag)) for tag in sorted({c.get("tag") or "" for c in cells} - {""})]),
         "dataset": ("digits: 1257 train (distillation source and experts), 180 val, 360 test (scikit-learn)"
                     if args.dataset == "digits" else "fmnist: 55k train, 5k val, 10k official test"),
         "seeds": list(range(args.seeds)), "metrics": metrics, "baselines": baselines,
@@ -287,11 +298,8 @@ def report(args, name: str, done: dict) -> None:
             soft = any(c and c.get("soft_labels") for c in row)
             txt = [f"{stat(c['test_acc'])['mean']:.2f} ± {stat(c['test_acc'])['std']:.2f}" if c else "–" for c in row]
             lines.append(f"| {m}{' @' + tag if tag else ''} | {'soft' if soft else 'hard'} | " + " | ".join(txt) + " |")
-    for tag in tags[1:]:       # what a tag changed: the overrides its cells have beyond the untagged run's
-        c = next(c for c in cells if c.get("tag") == tag)
-        base = done.get(c["cell"].replace(f"@{tag}", ""))
-        extra = [o for o in c["overrides"] if not base or o not in base["overrides"]]
-        lines += ["", f"`@{tag}`: the same cells with {', '.join(f'`{o}`' for o in extra)}."]
+    for tag in tags[1:]:
+        lines += ["", f"`@{tag}`: the same cells with {', '.join(f'`{o}`' for o in tag_extra(done, cells, tag))}."]
     if any(done.get(f"ast-no_{p}/ipc10") for p in ABLATION) and done.get("ast/ipc10"):
         full = stat(done["ast/ipc10"]["test_acc"])["mean"]
         lines += ["", "## AST ablation (IPC 10): each part switched off alone", "",
