@@ -124,13 +124,12 @@ def buffer_cell(args, kind: str, root: Path) -> dict:
                   [o for o in budget_overrides(args, method) if o.startswith(("method.net", "method.experts"))])
     ecfg = METHODS.get(method).expert_config(cfg.method.config)
     data = load_dataset(cfg.data)
-    t0 = time.time()
     buf = train_experts(ecfg, cfg.method.config.net, data, root, progress=False)
     val = [e.get("val_acc") for e in buf.meta["experts"]]
     per = [e.get("train_s") for e in buf.meta["experts"]]     # recorded per expert, across resumed runs
     return {"cell": f"experts/{kind}", "kind": kind, "path": str(root), "experts": len(buf), "epochs": buf.epochs,
             "training": buf.meta["training"], "val_acc": [100 * v for v in val if v is not None],
-            "wall_clock_s": round(sum(per) if None not in per else time.time() - t0, 1),   # see buffer_seconds
+            "wall_clock_s": round(sum(t for t in per if t is not None), 1),   # see buffer_seconds
             "expert_train_s": per, "size_mib": round(sum(
                 f.stat().st_size for f in root.iterdir()) / 2**20, 2)}
 
@@ -224,6 +223,15 @@ def tag_extra(done: dict, cells: list[dict], tag: str) -> list[str]:
     return [o for o in c["overrides"] if not base or o not in base["overrides"]]
 
 
+def tag_command(args, done: dict, cells: list[dict], tag: str) -> str:
+    """The command that made a tag's cells."""
+    mine = [c for c in cells if c.get("tag") == tag]
+    methods = " ".join(sorted({c["method"] for c in mine}))
+    ipcs = " ".join(str(i) for i in sorted({c["ipc"] for c in mine}))
+    return (f"python benchmarks/dd_trajectory.py --dataset {args.dataset} --no-ablation --tag {tag} "
+            f"--methods {methods} --ipcs {ipcs} --set {' '.join(tag_extra(done, cells, tag))}")
+
+
 def report(args, name: str, done: dict) -> None:
     cells = [c for k, c in done.items() if not k.startswith("experts/")]
     experts = [c for k, c in done.items() if k.startswith("experts/")]
@@ -254,13 +262,11 @@ def report(args, name: str, done: dict) -> None:
                     if f"{m}/ipc{i}/test_acc" in dd:
                         baselines[f"dd_fmnist/{m}/ipc{i}/test_acc"] = dd[f"{m}/ipc{i}/test_acc"]
     machines = sorted({c.get("machine") or "?" for c in cells})
+    tags = [""] + sorted({c.get("tag") or "" for c in cells} - {""})
     result = {
         "catalog_ids": sorted({CATALOG[c["method"].split("-")[0]] for c in cells}),
-        "command": "; ".join([f"python benchmarks/dd_trajectory.py --dataset {args.dataset}"] + [
-            f"python benchmarks/dd_trajectory.py --dataset {args.dataset} --no-ablation --tag {tag} --methods "
-            f"{' '.join(sorted({c['method'] for c in cells if c.get('tag') == tag}))} --ipcs "
-            f"{' '.join(str(i) for i in sorted({c['ipc'] for c in cells if c.get('tag') == tag}))} --set "
-            + " ".join(tag_extra(done, cells, tag)) for tag in sorted({c.get("tag") or "" for c in cells} - {""})]),
+        "command": "; ".join([f"python benchmarks/dd_trajectory.py --dataset {args.dataset}"]
+                             + [tag_command(args, done, cells, tag) for tag in tags[1:]]),
         "dataset": ("digits: 1257 train (distillation source and experts), 180 val, 360 test (scikit-learn)"
                     if args.dataset == "digits" else "fmnist: 55k train, 5k val, 10k official test"),
         "seeds": list(range(args.seeds)), "metrics": metrics, "baselines": baselines,
@@ -289,7 +295,6 @@ def report(args, name: str, done: dict) -> None:
             f"{k.split('/')[1]} IPC {k.split('/')[2][3:]} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in refs.items()), ""]
     lines += ["| method | labels | " + " | ".join(f"IPC {i}" for i in ipcs) + " |", "|---|---|" + "---|" * len(ipcs)]
     order = METHODS + [f"ast-no_{p}" for p in ABLATION]
-    tags = [""] + sorted({c.get("tag") or "" for c in cells} - {""})
     for m in order:
         for tag in tags:
             row = [done.get(f"{m}@{tag}/ipc{i}" if tag else f"{m}/ipc{i}") for i in ipcs]
