@@ -1,4 +1,4 @@
-"""Validation sweep of MTT's two learning rates under the Fashion-MNIST CPU budget (IPC 1).
+"""Validation sweep of MTT's (and AST's) two learning rates under the Fashion-MNIST CPU budget (IPC 1).
 
 ``benchmarks/dd_trajectory.py --dataset fmnist`` runs MTT with 300 iterations instead of the
 paper's 5,000. MTT learns the student's learning rate alpha (eq. 1) with its own SGD, at the rate
@@ -9,7 +9,10 @@ split only, how the image lr and alpha's lr change the distilled set:
 * each variant: MTT IPC 1 from the ``plain`` expert buffer of ``dd_trajectory.py`` (run that first),
   the CPU budget's settings (``FMNIST_CPU``) with 150 iterations, then the dd-v1 protocol with
   one evaluation seed and 300 epochs; the validation accuracy is the only number read;
-* finished variants are kept in ``<runs>/<variant>`` and reused (resumable, variant by variant).
+* ``ast_*`` variants do the same for AST (D8) from the ``smooth`` buffer: AST's inner loop has
+  momentum 0.9, so a given alpha steps ~10x further than MTT's and alpha's lr is swept lower;
+* finished variants are kept in ``<runs>/<variant>`` and reused (resumable, variant by variant); a
+  variant whose loss stops being finite is recorded as diverged (``<runs>/<variant>/diverged.txt``).
 
     python benchmarks/dd_trajectory_sweep.py                 # ~5 min per variant on 2 CPU cores
     python benchmarks/dd_trajectory_sweep.py --report-only
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,8 +32,10 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import run_recipe  # noqa: E402
 from benchmarks.dd_trajectory import FMNIST_CPU  # noqa: E402
 
-RECIPE = ROOT / "recipes/dd/fmnist_ipc1/mtt.yaml"
-#: variant -> overrides on top of the budget (the recipe's alpha lr at IPC 1 is 1e-7, alpha starts at 0.01)
+#: method -> (recipe, expert buffer kind of dd_trajectory.py)
+METHODS = {"mtt": ("recipes/dd/fmnist_ipc1/mtt.yaml", "plain"), "ast": ("recipes/dd/fmnist_ipc1/ast.yaml", "smooth")}
+#: variant -> overrides on top of the budget (the recipes' alpha lr at IPC 1 is 1e-7, alpha starts at 0.01);
+#: a variant named ``<method>_...`` sweeps that method, any other MTT
 VARIANTS = {
     "lr3": ["trainer.optim.images.lr=3"],
     "lr30": ["trainer.optim.images.lr=30"],
@@ -41,7 +47,23 @@ VARIANTS = {
     "lrlr1e-5_img3000": ["trainer.optim.lr.lr=1e-5", "trainer.optim.images.lr=3000"],
     "lrlr1e-4": ["trainer.optim.lr.lr=1e-4", "trainer.optim.images.lr=300"],
     "lrlr1e-3": ["trainer.optim.images.lr=300", "trainer.optim.lr.lr=1e-3"],
+    "ast_base": [],
+    "ast_img300": ["trainer.optim.images.lr=300"],
+    "ast_lrlr1e-6": ["trainer.optim.lr.lr=1e-6", "trainer.optim.images.lr=300"],
+    "ast_lrlr1e-5": ["trainer.optim.lr.lr=1e-5", "trainer.optim.images.lr=300"],
+    "ast_lrlr1e-4": ["trainer.optim.lr.lr=1e-4", "trainer.optim.images.lr=300"],
 }
+
+
+def method_of(variant: str) -> str:
+    head = variant.split("_")[0]
+    return head if head in METHODS else "mtt"
+
+
+def diverged(out: Path) -> str | None:
+    """Why a variant stopped (the trainer's non-finite-loss error), or None."""
+    f = out / "diverged.txt"
+    return f.read_text().strip() if f.is_file() else None
 
 
 def shown(path: str) -> str:
@@ -52,55 +74,90 @@ def shown(path: str) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    ap.add_argument("--buffer", default=str(ROOT / "benchmarks/runs/dd_trajectory_fmnist/experts/plain"))
+    ap.add_argument("--experts", default=str(ROOT / "benchmarks/runs/dd_trajectory_fmnist/experts"),
+                    help="the expert buffers of dd_trajectory.py --dataset fmnist (plain/ for MTT, smooth/ for AST)")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/dd_trajectory_sweep_fmnist"))
     ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
-    if not args.report_only and not (Path(args.buffer) / "buffer.json").is_file():
-        ap.error(f"--buffer {args.buffer}: no expert buffer there; run benchmarks/dd_trajectory.py --dataset fmnist first")
+    buffers = {m: Path(args.experts) / kind for m, (_, kind) in METHODS.items()}
+    if not args.report_only:
+        for m in sorted({method_of(v) for v in args.variants}):
+            if not (buffers[m] / "buffer.json").is_file():
+                ap.error(f"--experts {args.experts}: no {buffers[m].name} buffer there for {m}; "
+                         "run benchmarks/dd_trajectory.py --dataset fmnist first")
     base = ["eval.seeds=1", "trainer.progress=false", f"trainer.threads={args.threads}", f"eval.threads={args.threads}",
-            f"method.buffer={args.buffer}", *FMNIST_CPU, f"trainer.steps={args.steps}", "eval.epochs=300"]
+            *FMNIST_CPU, f"trainer.steps={args.steps}", "eval.epochs=300"]
     rows = []
     for v in args.variants:
-        out = Path(args.runs) / v
-        if args.report_only and not (out / "summary.json").is_file():
-            continue
-        t0 = time.time()
-        s = run_recipe(RECIPE, base + VARIANTS[v], out)
-        last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"log/syn_lr"' in line][-1]
-        rows.append({"variant": v, "overrides": VARIANTS[v], "val_acc": s["eval"]["val_acc"]["values"][0],
-                     "alpha_end": last["log/syn_lr"], "match_loss_end": last["loss/images"], "steps": s["steps"],
-                     "distill_s": s["wall_clock_s"], "machine": s.get("machine"), "wall_s": round(time.time() - t0, 1)})
-        print(f"[{v}] val {rows[-1]['val_acc']:.2f}  alpha {last['log/syn_lr']:.4f}", flush=True)
+        m, out = method_of(v), Path(args.runs) / v
+        row = {"variant": v, "method": m, "overrides": VARIANTS[v]}
+        if diverged(out) is None and not (out / "summary.json").is_file():
+            if args.report_only:
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                run_recipe(ROOT / METHODS[m][0], [f"method.buffer={buffers[m]}", *base, *VARIANTS[v]], out,
+                           log=out / "log.txt")
+            except subprocess.CalledProcessError:
+                why = [line for line in (out / "log.txt").read_text().splitlines() if "not finite" in line]
+                if not why:
+                    raise
+                (out / "diverged.txt").write_text(why[-1].split("TrainingError: ")[-1] + "\n")
+        logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"log/syn_lr"' in line]
+        row.update(alpha_end=logs[-1]["log/syn_lr"] if logs else float("nan"),
+                   match_loss_end=logs[-1]["loss/images"] if logs else float("nan"))
+        if diverged(out):
+            row.update(val_acc=None, diverged=diverged(out), distill_s=0.0, machine=None)
+            print(f"[{v}] diverged: {row['diverged']}", flush=True)
+        else:
+            s = json.loads((out / "summary.json").read_text())
+            row.update(val_acc=s["eval"]["val_acc"]["values"][0], steps=s["steps"], distill_s=s["wall_clock_s"],
+                       machine=s.get("machine"))
+            print(f"[{v}] val {row['val_acc']:.2f}  alpha {row['alpha_end']:.4f}", flush=True)
+        rows.append(row)
     if not rows:
         return 0
-    best = max(rows, key=lambda r: r["val_acc"])
+    write_report(args, rows)
+    return 0
+
+
+def write_report(args, rows: list[dict]) -> None:
+    done = [r for r in rows if r["val_acc"] is not None]
     # A one-seed screen on the validation split, not a result: a Markdown table only (committed
     # results in the JSON schema need >= 3 seeds), like hello_screen.py.
-    machines = " | ".join(sorted({r["machine"] or "?" for r in rows}))
-    lines = ["# MTT learning-rate sweep on Fashion-MNIST (validation split only)", "",
+    machines = " | ".join(sorted({r["machine"] for r in done if r["machine"]}))
+    lines = ["# MTT and AST learning-rate sweep on Fashion-MNIST (validation split only)", "",
              "- command: `python benchmarks/dd_trajectory_sweep.py`",
-             f"- MTT IPC 1 from the `plain` buffer ({shown(args.buffer)}); the CPU budget of dd_trajectory.py "
-             f"(ConvNet-3 w32 experts and student, 4 x 5 epochs) with {args.steps} iterations",
+             f"- IPC 1, MTT from the `plain` and AST from the `smooth` expert buffer ({shown(args.experts)}); "
+             f"the CPU budget of dd_trajectory.py (ConvNet-3 w32 experts and student, 4 x 5 epochs) with {args.steps} "
+             "iterations",
              "- dd-v1 evaluation with 1 seed and 300 epochs; validation accuracy only (the test split is not read)",
              f"- machine: {machines}; date {time.strftime('%Y-%m-%d')}; "
              f"distillation wall-clock {sum(r['distill_s'] for r in rows):.0f} s", "",
-             "| variant | overrides | student lr alpha at the end | matching loss at the end | distill s | val acc |",
-             "|---|---|---|---|---|---|"]
+             "| method | variant | overrides | student lr alpha at the end | matching loss at the end | distill s | val acc |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {', '.join(f'`{o}`' for o in r['overrides'])} | {r['alpha_end']:.4f} | "
-                     f"{r['match_loss_end']:.3f} | {r['distill_s']:.0f} | {r['val_acc']:.2f} |")
-    img = [r["val_acc"] for r in rows if r["variant"] in ("lr3", "lr30", "lr300", "lr3000")]
-    lines += ["", f"Highest validation accuracy: `{best['variant']}`."]
+        acc = f"{r['val_acc']:.2f}" if r["val_acc"] is not None else "diverged"
+        lines.append(f"| {r['method']} | {r['variant']} | {', '.join(f'`{o}`' for o in r['overrides']) or '(budget only)'} | "
+                     f"{r['alpha_end']:.4f} | {r['match_loss_end']:.3f} | {r['distill_s']:.0f} | {acc} |")
+    lines.append("")
+    for m in METHODS:
+        mine = [r for r in done if r["method"] == m]
+        if mine:
+            best = max(mine, key=lambda r: r["val_acc"])
+            lines.append(f"- {m.upper()}: highest validation accuracy `{best['variant']}` ({best['val_acc']:.2f}).")
+    for r in rows:
+        if r["val_acc"] is None:
+            lines.append(f"- `{r['variant']}` stopped: {r['diverged']}")
+    img = [r["val_acc"] for r in done if r["variant"] in ("lr3", "lr30", "lr300", "lr3000")]
     if img:
-        lines[-1] += (f" At the recipe's alpha lr, the image lr from 3 to 3000 gives {min(img):.2f}-{max(img):.2f}: "
-                      "what moves the result at this budget is how far alpha can grow.")
+        lines.append(f"- MTT at the recipe's alpha lr: the image lr from 3 to 3000 gives {min(img):.2f}-{max(img):.2f}: "
+                     "what moves the result at this budget is how far alpha can grow.")
     out = Path(args.results) / "dd_trajectory_sweep_fmnist.md"
     out.write_text("\n".join(lines) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
