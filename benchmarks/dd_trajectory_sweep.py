@@ -52,6 +52,10 @@ VARIANTS = {
     "ast_lrlr1e-6": ["trainer.optim.lr.lr=1e-6", "trainer.optim.images.lr=300"],
     "ast_lrlr1e-5": ["trainer.optim.lr.lr=1e-5", "trainer.optim.images.lr=300"],
     "ast_lrlr1e-4": ["trainer.optim.lr.lr=1e-4", "trainer.optim.images.lr=300"],
+    # the smooth experts take SGD steps of lr 0.003 (momentum 0.9): alpha starting there, as MTT's
+    # alpha starts at its experts' lr
+    "ast_init003": ["method.lr_init=0.003", "trainer.optim.images.lr=300"],
+    "ast_init003_lrlr1e-6": ["method.lr_init=0.003", "trainer.optim.lr.lr=1e-6", "trainer.optim.images.lr=300"],
 }
 
 
@@ -105,8 +109,10 @@ def main(argv=None) -> int:
                 why = [line for line in (out / "log.txt").read_text().splitlines() if "not finite" in line]
                 if not why:
                     raise
-                (out / "diverged.txt").write_text(why[-1].split("TrainingError: ")[-1] + "\n")
-        logs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"log/syn_lr"' in line]
+                (out / "diverged.txt").write_text(why[-1].split("error: ", 1)[-1] + "\n")
+        metrics = out / "metrics.jsonl"   # none when the loss broke before the first log step
+        logs = [json.loads(line) for line in metrics.read_text().splitlines() if '"log/syn_lr"' in line] \
+            if metrics.is_file() else []
         row.update(alpha_end=logs[-1]["log/syn_lr"] if logs else float("nan"),
                    match_loss_end=logs[-1]["loss/images"] if logs else float("nan"))
         if diverged(out):
