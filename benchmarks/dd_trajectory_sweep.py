@@ -147,8 +147,9 @@ def write_report(args, rows: list[dict]) -> None:
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         acc = f"{r['val_acc']:.2f}" if r["val_acc"] is not None else "diverged"
+        alpha, loss = (f"{r[k]:{f}}" if r[k] == r[k] else "–" for k, f in (("alpha_end", ".4f"), ("match_loss_end", ".3f")))
         lines.append(f"| {r['method']} | {r['variant']} | {', '.join(f'`{o}`' for o in r['overrides']) or '(budget only)'} | "
-                     f"{r['alpha_end']:.4f} | {r['match_loss_end']:.3f} | {r['distill_s']:.0f} | {acc} |")
+                     f"{alpha} | {loss} | {r['distill_s']:.0f} | {acc} |")
     lines.append("")
     for m in METHODS:
         mine = [r for r in done if r["method"] == m]
@@ -158,6 +159,11 @@ def write_report(args, rows: list[dict]) -> None:
     for r in rows:
         if r["val_acc"] is None:
             lines.append(f"- `{r['variant']}` stopped: {r['diverged']}")
+    if any(r["variant"].startswith("ast_init") for r in done):
+        lines.append("- AST's smooth experts take SGD steps of lr 0.003 with momentum 0.9; its student (also momentum "
+                     "0.9) starting at alpha 0.01 overshoots them, alpha's gradient is large and pushes it down, and a "
+                     "faster alpha lr oscillates into NaN. Starting alpha at the experts' own lr (as MTT starts at its "
+                     "experts' 0.01) is what lifts AST. The diverged rows' alpha and loss are their last logged values.")
     img = [r["val_acc"] for r in done if r["variant"] in ("lr3", "lr30", "lr300", "lr3000")]
     if img:
         lines.append(f"- MTT at the recipe's alpha lr: the image lr from 3 to 3000 gives {min(img):.2f}-{max(img):.2f}: "
