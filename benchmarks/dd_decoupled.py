@@ -278,6 +278,13 @@ def main(argv=None) -> int:
     return 0
 
 
+def teacher_history(cells_path: Path) -> list[dict]:
+    """Every training of the batch-norm teacher in the cells file, oldest first (load_cells keeps the last)."""
+    if not cells_path.is_file():
+        return []
+    return [r for r in map(json.loads, cells_path.read_text().splitlines()) if r.get("cell") == "teacher"]
+
+
 def report(args, done: dict) -> None:
     cells = [v for k, v in done.items() if k not in ("select", "teacher", "teacher_dsa")]
     if not cells:
@@ -293,6 +300,11 @@ def report(args, done: dict) -> None:
         target[f"{k}/distill_s"] = stat([c["distill_s"]])
     sel, teacher, teacher_dsa = done.get("select"), done.get("teacher"), done.get("teacher_dsa")
     epochs = sel["epochs"] if sel else args.epochs
+    teacher_note = f"(test acc {(teacher or {}).get('test_acc')})"
+    trained = teacher_history(Path(args.results) / f"{args.name}.cells.jsonl")
+    if len(trained) > 1:   # its weights were lost (e.g. a fresh clone) and a later cell needed them
+        teacher_note = (f"(trained {len(trained)} times, test acc {' then '.join(str(t['test_acc']) for t in trained)}: "
+                        "its weights were lost and retrained for later cells, which use the last one)")
     machines = sorted({c.get("machine") or "?" for c in cells})
     smoke = f" SMOKE TEST: every training shortened to {args.steps} steps - not a result." if args.steps else ""
     result = {
@@ -303,12 +315,12 @@ def report(args, done: dict) -> None:
         "seeds": list(range(args.seeds)),
         "metrics": metrics, "baselines": baselines,
         "wall_clock_s": round(sum(c["cell_wall_s"] for c in cells) + (sel or {}).get("wall_clock_s", 0)
-                              + (teacher or {}).get("wall_s", 0) + (teacher_dsa or {}).get("wall_s", 0), 1),
+                              + sum(t.get("wall_s", 0) for t in trained) + (teacher_dsa or {}).get("wall_s", 0), 1),
         "machine": " | ".join(machines), "date": time.strftime("%Y-%m-%d"),
         "notes": (f"Protocol dd-v1 (soft cross-entropy for soft labels), {epochs} evaluation epochs "
                   f"({'chosen on the validation split, candidates ' + str(SELECT_EPOCHS) if sel else 'given'}), "
                   f"evaluation seeds 0..{args.seeds - 1}. Batch-norm teacher: recipes/dd/teacher_bn_{args.dataset}.yaml "
-                  f"(test acc {(teacher or {}).get('test_acc')}). 'random + X labels' rows: random real images "
+                  f"{teacher_note}. 'random + X labels' rows: random real images "
                   "relabelled by X's teacher(s) the same way (SRe2L's also stand for CDA, same teacher and relabelling). "
                   "Soft labels are stored once per image (N x K float32), not per crop per epoch as in the papers. "
                   "DQ rows: keep ratio of every class, GraphCut bins on the ConvNet teacher's embedding, judged on "
