@@ -10,7 +10,8 @@ split only, how the image lr and alpha's lr change the distilled set:
   the CPU budget's settings (``FMNIST_CPU``) with 150 iterations, then the dd-v1 protocol with
   one evaluation seed and 300 epochs; the validation accuracy is the only number read;
 * ``ast_*`` variants do the same for AST (D8) from the ``smooth`` buffer: AST's inner loop has
-  momentum 0.9, so a given alpha steps ~10x further than MTT's and alpha's lr is swept lower;
+  momentum 0.9, so a given alpha steps ~10x further than MTT's: alpha's lr is swept lower, and
+  alpha also starts at the smooth experts' own lr (0.003) instead of 0.01;
 * finished variants are kept in ``<runs>/<variant>`` and reused (resumable, variant by variant); a
   variant whose loss stops being finite is recorded as diverged (``<runs>/<variant>/diverged.txt``).
 
