@@ -27,8 +27,8 @@ as it finishes (rerun the same command to continue):
   teacher soft label per image, N x K float32) and ``hello+prototypes`` (the unfitted projector: zero
   fitting steps, B A = 0); ``hello+refine`` is HeLlO with its optional image refinement (the images move
   to lower the teacher-vs-projector KL on their views, so they differ from the other rows' images). The
-  rotation-trained encoder is cached under ``<runs>/hello_encoder_cache``,
-  CV-DD's committee and INFER's extra teachers under ``<runs>/member_cache`` (one training per member);
+  rotation-trained encoder is cached under ``<kept>/hello_encoder_cache``,
+  CV-DD's committee and INFER's extra teachers under ``<kept>/member_cache`` (one training per member);
 * ``random/ipc<N>`` - the hard-label random coreset (context);
 * DQ (datasets with a ``dq`` recipe) at keep ratios 1% / 5% / 10% of every class, judged on the
   recipe's evaluation network (a ResNet; the selection used the ConvNet teacher's embedding), next
@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "benchmarks/assets"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
@@ -212,8 +213,8 @@ def main(argv=None) -> int:
     needs_dsa = bool(DSA_TEACHER & set(args.methods)) or ("dq" in args.methods and args.dq_teacher == "teacher_dsa")
     teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * needs_dsa
     for cell, name in teachers:
-        if cell in done and Path(done[cell]["export"]).is_file():
-            continue                      # (a recorded teacher whose weights are gone, e.g. a fresh clone, retrains)
+        if cell in done and teacher_export(args, done, cell):
+            continue                      # (a recorded teacher whose weights are gone everywhere retrains)
         if cell in done and not any(has_teacher(c["recipe"]) and teacher_of(args, c) == cell for c in pending(args, done)):
             continue                      # ... but only when a cell still to run needs that teacher
         recipe = ROOT / f"recipes/dd/{name}_{args.dataset}.yaml"
@@ -222,6 +223,7 @@ def main(argv=None) -> int:
         print(f"[{cell}] {recipe.relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         s = run_recipe(recipe, ov, runs / cell)
+        keep(args, cell, Path(s["export"]))
         append_cell(cells_path, done, {"cell": cell, "export": s["export"], "steps": s["steps"],
                                        "val_acc": s["val"].get("acc"), "test_acc": s["test"].get("acc"),
                                        "overrides": ov, "wall_s": round(time.time() - t0, 1)})
@@ -238,11 +240,11 @@ def main(argv=None) -> int:
     for c in pending(args, done):
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
-            ov.append(f"teacher.checkpoint={done[teacher_of(args, c)]['export']}")
+            ov.append(f"teacher.checkpoint={teacher_export(args, done, teacher_of(args, c))}")
         if c["method"] == "hello":
-            ov.append(f"method.encoder.cache_dir={runs / 'hello_encoder_cache'}")
+            ov.append(f"method.encoder.cache_dir={kept_dir(args, runs) / 'hello_encoder_cache'}")
         if c["method"] in ("cvdd", "infer"):       # committee / extra teachers trained once, shared with the relabelled row
-            ov.append(f"method.member_cache={runs / 'member_cache'}")
+            ov.append(f"method.member_cache={kept_dir(args, runs) / 'member_cache'}")
         print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         try:
@@ -276,6 +278,35 @@ def main(argv=None) -> int:
         print("failed cells (rerun the same command to retry): " + ", ".join(failed), flush=True)
         return 1
     return 0
+
+
+def kept_dir(args, runs: Path) -> Path:
+    """Where the expensive shared pieces live: teachers' weights, CV-DD/INFER members, HeLlO's encoder.
+
+    Real runs keep them in ``benchmarks/assets/<name>`` (small files, committed) so that a fresh
+    clone reuses them instead of retraining - a retrained teacher is a different teacher, and the
+    rows made before would no longer share it. Smoke runs (``--steps``) keep them in the runs folder.
+    """
+    return runs if args.steps else ASSETS / args.name
+
+
+def keep(args, cell: str, export: Path) -> None:
+    """Copy a trained teacher's weights (+ config) next to the other kept pieces."""
+    if args.steps:
+        return
+    dst = ASSETS / args.name / cell
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in (export, export.with_suffix(".json")):
+        if f.is_file():
+            shutil.copyfile(f, dst / f.name)
+
+
+def teacher_export(args, done: dict, cell: str) -> Path | None:
+    """The teacher's weights: the run folder's export, else the kept copy; None when both are gone."""
+    for p in (Path(done[cell]["export"]), ASSETS / args.name / cell / Path(done[cell]["export"]).name):
+        if p.is_file():
+            return p
+    return None
 
 
 def teacher_history(cells_path: Path) -> list[dict]:
