@@ -109,6 +109,28 @@ def test_matching_loss_is_zero_when_synthetic_equals_real(name):
     assert method.loss({}, 0)["images"].item() > 10 * tol
 
 
+@pytest.mark.parametrize("name", ["dm", "datadam"])
+def test_channels_last_matching_forward_is_the_same_math(name, monkeypatch):
+    """The channels-last path of forward_by_class changes the memory layout, not the loss or its gradient."""
+    from potstill.methods.dataset import base
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(24, 1, 12, 12, generator=g)
+    bundle = DataBundle("t", ArrayData(x, torch.arange(3).repeat_interleave(8)), None, None, 3)
+    cls = potstill.METHODS.get(name)
+    method = cls.build(cls.Config(ipc=2, net=SMALL_NET, batch_real=4), BuildContext(data=bundle))
+    out = {}
+    for cl in (False, True):
+        monkeypatch.setattr(base, "CHANNELS_LAST", cl)
+        torch.manual_seed(5)              # the same random net, real batches and DSA draw
+        method.images.grad = None
+        loss = method.loss({}, 0)["images"]
+        loss.backward()
+        out[cl] = (loss.item(), method.images.grad.clone())
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5)
+    torch.testing.assert_close(out[True][1], out[False][1], rtol=1e-4, atol=1e-6)
+
+
 def test_dm_gradient_moves_synthetic_mean_toward_real_mean():
     """With a linear 'network' the DM gradient points from the synthetic to the real class mean."""
     bundle = constant_class_bundle(k=2)

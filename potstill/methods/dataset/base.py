@@ -25,6 +25,12 @@ from ...data.dsa import DEFAULT_STRATEGY, DSA, parse_strategy
 from ...data.synthetic_set import SyntheticSet
 
 
+#: matching networks (random, never trained) run channels-last on CPU in ``forward_by_class``: the
+#: DM / DataDAM step is faster there (``benchmarks/dd_step_speed.py``). Training networks stay
+#: contiguous: there the weight-gradient pass got slower.
+CHANNELS_LAST = True
+
+
 def _default_net() -> dict:
     return {"name": "convnet", "width": 128, "depth": 3, "norm": "instance", "pooling": "avg",
             "first_padding": 3}
@@ -146,9 +152,14 @@ class SyntheticDataMethod(Method):
             parts = [o.split(sizes) for o in outs]
             return [[p[c] for p in parts] for c in range(len(sizes))]
 
+        real, syn = torch.cat(reals), torch.cat(syns)
+        if CHANNELS_LAST and real.dim() == 4 and real.device.type == "cpu":
+            # oneDNN's channels-last convolutions: the same math in another memory layout
+            net = net.to(memory_format=torch.channels_last)
+            real, syn = (t.contiguous(memory_format=torch.channels_last) for t in (real, syn))
         with torch.no_grad():
-            fr = fn(net, torch.cat(reals))
-        fs = fn(net, torch.cat(syns))
+            fr = fn(net, real)
+        fs = fn(net, syn)
         return split(fr, [len(r) for r in reals]), split(fs, [len(s) for s in syns])
 
     # --- the artefact ------------------------------------------------------------------------
