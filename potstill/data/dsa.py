@@ -5,9 +5,12 @@ arXiv 2102.08259.
 
 Every transform is a differentiable function of the images whose random parameters are drawn
 *once* per call from a seed. "Siamese" means the real and the synthetic batch are transformed
-with the *same* parameters (``params = dsa.sample(n, seed)``, then ``dsa.apply(real, params)``
-and ``dsa.apply(syn, params)``): the i-th image of either batch gets the i-th transform, and the
-gradient flows through the transform back into the synthetic pixels.
+with the *same* parameters, and the gradient flows through the transform back into the synthetic
+pixels. Parameters are drawn per image (``dsa.sample(n, seed)``: the i-th image gets the i-th
+row) or once for a whole batch (``dsa.sample(1, seed)``: ``apply`` gives that one row to every
+image). The DSA paper's code (also DM's, DataDAM's) matches siamese batches the second way: one
+transform for the class's whole real batch and its synthetic images (``theta[:] = theta[0]``).
+Outside matching (training a network on augmented data) each image gets its own draw.
 
 Families (defaults as in the paper's code):
 
@@ -100,9 +103,10 @@ class DSA:
         n = x.shape[0]
         if n == 0 or not p.families:
             return x
-        rows = {k: t[:n].to(x.device) for k, t in p.values.items()}
-        if any(len(t) < n for t in rows.values()):
+        if any(1 < len(t) < n for t in p.values.values()):
             raise ValueError(f"DSA parameters were sampled for fewer than {n} images")
+        # one row: the same transform for the whole batch (shared siamese); else row i for image i
+        rows = {k: (t[:n] if len(t) > 1 else t.expand(n, *t.shape[1:])).to(x.device) for k, t in p.values.items()}
         for f in p.families:
             if f == "color":
                 x = _color(x, rows)

@@ -41,12 +41,17 @@ class SyntheticConfig:
     ipc: int = 10                                   # images per class
     init: Literal["real", "noise"] = "real"         # start from random real images or N(0, 1) noise
     dsa: str = DEFAULT_STRATEGY                     # siamese augmentation while matching ("none": off)
+    #: "batch": one DSA transform per class and step for all its real and synthetic images, as the
+    #: DSA / DM / DataDAM code; "image": the i-th real and i-th synthetic image share the i-th draw
+    siamese: str = "batch"
     net: dict = field(default_factory=_default_net)  # the (random) network used for matching
 
     def __post_init__(self):
         if self.ipc < 1:
             raise ValueError(f"ipc must be >= 1, got {self.ipc}")
         parse_strategy(self.dsa)
+        if self.siamese not in ("batch", "image"):
+            raise ValueError(f"siamese must be 'batch' or 'image', not {self.siamese!r}")
 
 
 class ClassIndex:
@@ -123,7 +128,8 @@ class SyntheticDataMethod(Method):
         """The same DSA transforms (one seed) on a real and a synthetic batch."""
         if not self.dsa:
             return real, syn
-        params = self.dsa.sample(max(len(real), len(syn)), int(torch.randint(2**31 - 1, (1,))))
+        n = 1 if self.cfg.siamese == "batch" else max(len(real), len(syn))
+        params = self.dsa.sample(n, int(torch.randint(2**31 - 1, (1,))))
         return self.dsa.apply(real, params), self.dsa.apply(syn, params)
 
     def class_batches(self, batch_real: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
