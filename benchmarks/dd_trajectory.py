@@ -272,8 +272,9 @@ def report(args, name: str, done: dict) -> None:
             dd = json.loads(ref.read_text())["metrics"]
             for m in ("random", "dm", "datadam"):
                 for i in (1, 10, 50):
-                    if f"{m}/ipc{i}/test_acc" in dd:
-                        baselines[f"dd_fmnist/{m}/ipc{i}/test_acc"] = dd[f"{m}/ipc{i}/test_acc"]
+                    for tag in ("", "@bsiam"):      # @bsiam: one DSA transform per class batch, the default now
+                        if f"{m}/ipc{i}{tag}/test_acc" in dd:
+                            baselines[f"dd_fmnist/{m}{tag}/ipc{i}/test_acc"] = dd[f"{m}/ipc{i}{tag}/test_acc"]
     machines = sorted({c.get("machine") or "?" for c in cells})
     tags = [""] + sorted({c.get("tag") or "" for c in cells} - {""})
     result = {
