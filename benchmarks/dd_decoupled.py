@@ -210,10 +210,11 @@ def main(argv=None) -> int:
         report(args, done)
         return 0
 
+    kept = kept_dir(args, runs)
     needs_dsa = bool(DSA_TEACHER & set(args.methods)) or ("dq" in args.methods and args.dq_teacher == "teacher_dsa")
     teachers = [("teacher", "teacher_bn")] + [("teacher_dsa", "teacher_bn_dsa")] * needs_dsa
     for cell, name in teachers:
-        if cell in done and teacher_export(args, done, cell):
+        if cell in done and teacher_export(kept, done, cell):
             continue                      # (a recorded teacher whose weights are gone everywhere retrains)
         if cell in done and not any(has_teacher(c["recipe"]) and teacher_of(args, c) == cell for c in pending(args, done)):
             continue                      # ... but only when a cell still to run needs that teacher
@@ -223,7 +224,7 @@ def main(argv=None) -> int:
         print(f"[{cell}] {recipe.relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         s = run_recipe(recipe, ov, runs / cell)
-        keep(args, cell, Path(s["export"]))
+        keep(kept, cell, Path(s["export"]))
         append_cell(cells_path, done, {"cell": cell, "export": s["export"], "steps": s["steps"],
                                        "val_acc": s["val"].get("acc"), "test_acc": s["test"].get("acc"),
                                        "overrides": ov, "wall_s": round(time.time() - t0, 1)})
@@ -240,11 +241,11 @@ def main(argv=None) -> int:
     for c in pending(args, done):
         ov = c["overrides"] + common_overrides(args, epochs)
         if has_teacher(c["recipe"]):
-            ov.append(f"teacher.checkpoint={teacher_export(args, done, teacher_of(args, c))}")
+            ov.append(f"teacher.checkpoint={teacher_export(kept, done, teacher_of(args, c))}")
         if c["method"] == "hello":
-            ov.append(f"method.encoder.cache_dir={kept_dir(args, runs) / 'hello_encoder_cache'}")
+            ov.append(f"method.encoder.cache_dir={kept / 'hello_encoder_cache'}")
         if c["method"] in ("cvdd", "infer"):       # committee / extra teachers trained once, shared with the relabelled row
-            ov.append(f"method.member_cache={kept_dir(args, runs) / 'member_cache'}")
+            ov.append(f"method.member_cache={kept / 'member_cache'}")
         print(f"[{c['cell']}] {c['recipe'].relative_to(ROOT)} {' '.join(ov)}", flush=True)
         t0 = time.time()
         try:
@@ -285,25 +286,24 @@ def kept_dir(args, runs: Path) -> Path:
 
     Real runs keep them in ``benchmarks/assets/<name>`` (small files, committed) so that a fresh
     clone reuses them instead of retraining - a retrained teacher is a different teacher, and the
-    rows made before would no longer share it. Smoke runs (``--steps``) keep them in the runs folder.
+    rows made before would no longer share it. Smoke runs (``--steps``) and runs given their own
+    ``--runs`` folder keep them there, as ``dd_trajectory.py`` does with its expert buffers.
     """
-    return runs if args.steps else ASSETS / args.name
+    return runs if args.steps or args.runs else ASSETS / args.name
 
 
-def keep(args, cell: str, export: Path) -> None:
+def keep(kept: Path, cell: str, export: Path) -> None:
     """Copy a trained teacher's weights (+ config) next to the other kept pieces."""
-    if args.steps:
-        return
-    dst = ASSETS / args.name / cell
+    dst = kept / cell
     dst.mkdir(parents=True, exist_ok=True)
     for f in (export, export.with_suffix(".json")):
         if f.is_file():
             shutil.copyfile(f, dst / f.name)
 
 
-def teacher_export(args, done: dict, cell: str) -> Path | None:
+def teacher_export(kept: Path, done: dict, cell: str) -> Path | None:
     """The teacher's weights: the run folder's export, else the kept copy; None when both are gone."""
-    for p in (Path(done[cell]["export"]), ASSETS / args.name / cell / Path(done[cell]["export"]).name):
+    for p in (Path(done[cell]["export"]), kept / cell / Path(done[cell]["export"]).name):
         if p.is_file():
             return p
     return None
