@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import run_recipe  # noqa: E402
+from benchmarks.common import dd_cell_metrics, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "herding", "kcenter", "dm", "datadam", "dsa", "dc"]
@@ -192,16 +192,7 @@ def report(args, done: dict) -> None:
     cells = [v for k, v in done.items() if k != "select"]
     if not cells:
         return
-    metrics, baselines = {}, {}
-    for c in cells:
-        k = c["cell"]
-        metrics[f"{k}/test_acc"] = stat(c["test_acc"])
-        metrics[f"{k}/val_acc"] = stat(c["val_acc"])
-        metrics[f"{k}/distill_s"] = stat([c["distill_s"]])
-        metrics[f"{k}/peak_rss_mib"] = stat([c["peak_rss_mib"]])
-        if c.get("label_bytes") is not None:
-            metrics[f"{k}/label_bytes"] = stat([c["label_bytes"]])
-            metrics[f"{k}/soft_labels"] = stat([1.0 if c.get("soft_labels") else 0.0])
+    metrics, baselines = dd_cell_metrics(cells), {}
     for m, accs in PUBLISHED.items():
         for ipc, a in zip((1, 10, 50), accs):
             baselines[f"published/{m}/ipc{ipc}/test_acc"] = {"mean": a, "std": 0.0, "n": 1}

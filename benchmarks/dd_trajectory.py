@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import append_cell, dd_cell_metrics, load_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "dm", "mtt", "ftd", "datm", "datm-hard", "ast"]
@@ -250,16 +250,7 @@ def report(args, name: str, done: dict) -> None:
     experts = [c for k, c in done.items() if k.startswith("experts/")]
     if not cells:
         return
-    metrics = {}
-    for c in cells:
-        k = c["cell"]
-        metrics[f"{k}/test_acc"] = stat(c["test_acc"])
-        metrics[f"{k}/val_acc"] = stat(c["val_acc"])
-        metrics[f"{k}/distill_s"] = stat([c["distill_s"]])
-        metrics[f"{k}/peak_rss_mib"] = stat([c["peak_rss_mib"]])
-        if c.get("label_bytes") is not None:
-            metrics[f"{k}/label_bytes"] = stat([c["label_bytes"]])
-            metrics[f"{k}/soft_labels"] = stat([1.0 if c.get("soft_labels") else 0.0])
+    metrics = dd_cell_metrics(cells)
     for e in experts:
         metrics[f"{e['cell']}/wall_clock_s"] = stat([buffer_seconds(e)[0]])
         if e["val_acc"]:
