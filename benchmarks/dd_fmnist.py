@@ -208,7 +208,10 @@ def report(args, done: dict) -> None:
         "training beside them), so their steps reached and s/step reflect that contention, not the GPU's speed. "
         "Other tags (@lr5, @p1, ...) are CPU-budget cells with the recipe changes in their overrides, chosen "
         "between on the validation split; @s2400 / @s1200 are the CPU budget with twice (DM) or 1.7x (DataDAM) "
-        "the steps, every checkpoint kept (validation curve: benchmarks/dd_steps_curve.py).")
+        "the steps, every checkpoint kept (validation curve: benchmarks/dd_steps_curve.py). Tags ending in 'bsiam' "
+        "or 'bs' ran with one DSA transform per class batch (method.siamese=batch, now the default): @s1200bs is "
+        "DataDAM at DM's 1,200 steps, @s1600bsiam DM IPC 50 continued from the @bsiam run's 800-step checkpoint "
+        "to 1,600 (distill_s counts both parts).")
     result = {
         "catalog_ids": sorted({CATALOG[c["method"]] for c in cells}),
         "command": "python benchmarks/dd_fmnist.py  (CPU budget); python benchmarks/dd_fmnist.py --budget full "
