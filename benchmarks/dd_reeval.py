@@ -127,6 +127,25 @@ def fmt(values: list[float]) -> str:
     return f"{s['mean']:.2f} ± {s['std']:.2f}"
 
 
+def plot_curve(curve: list[tuple[int, float]], path: Path) -> Path:
+    """Validation accuracy of the protocol-choice set against evaluation epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot([e for e, _ in curve], [v for _, v in curve], "o-")
+    ax.set_xlabel("evaluation epochs")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("random IPC-10 subset, 2 seeds", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def report(args, done: dict, source: dict) -> None:
     cells = [c for k, c in done.items() if k != "select"]
     if not cells:
@@ -166,7 +185,10 @@ def report(args, done: dict, source: dict) -> None:
         for t in (src_sel or {}).get("table", []):
             lines.append(f"| {t['epochs']} | {t['val_acc']:.2f} | {t['wall_clock_s']:.0f} | {args.source} |")
         for t in (sel or {}).get("table", []):
-            lines.append(f"| {t['epochs']} | {t['val_acc']:.2f} | {t['wall_clock_s']:.0f} | this file |")
+            lines.append(f"| {t['epochs']} | {t['val_acc']:.2f} | {t['wall_clock_s']:.0f} | this file ({sel.get('machine', '?')}) |")
+        curve = sorted((t["epochs"], t["val_acc"]) for t in (src_sel or {}).get("table", []) + (sel or {}).get("table", []))
+        if len(curve) > 1:
+            lines += ["", f"![validation curve]({plot_curve(curve, Path(args.results) / f'{args.name}.png').name})"]
     lines += ["", "Cost: " + ", ".join(f"{c['cell']} {c['eval_s']:.0f} s ({c['eval_images_per_s']:.0f} img/s)"
                                        for c in cells) + "."]
     machines = sorted({c.get("machine") or "?" for c in cells})
