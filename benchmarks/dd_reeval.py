@@ -47,6 +47,7 @@ def split_key(key: str) -> tuple[str, int, str]:
 def load_set(key: str, runs: Path, dataset: str):
     """The synthetic set of a cell and the evaluation settings it was judged with."""
     from potstill.core.run import build, resolve
+    from potstill.data import load_dataset
     from potstill.data.synthetic_set import SyntheticSet
 
     method, ipc, _ = split_key(key)
@@ -58,8 +59,6 @@ def load_set(key: str, runs: Path, dataset: str):
     if not (folder / "export").is_dir():
         raise SystemExit(f"{folder}/export: no kept synthetic set for {key} (the run folder is gone or unfinished)")
     cfg = resolve(folder / "config.yaml", [])
-    from potstill.data import load_dataset
-
     return SyntheticSet.load(folder / "export"), cfg.eval, load_dataset(cfg.data)
 
 
@@ -150,12 +149,9 @@ def report(args, done: dict, source: dict) -> None:
     cells = [c for k, c in done.items() if k != "select"]
     if not cells:
         return
-    published = {}
-    try:
-        from benchmarks.dd_fmnist import PUBLISHED
-        published = PUBLISHED if args.source == "dd_fmnist" else {}
-    except ImportError:
-        pass
+    from benchmarks.dd_fmnist import PUBLISHED
+
+    published = PUBLISHED if args.source == "dd_fmnist" else {}
     metrics, baselines = {}, {}
     lines = [f"## Test accuracy (%), ConvNet-3, {args.epochs} evaluation epochs vs the source's", "",
              f"| cell | {args.source} (its epochs): test | val | {args.epochs} epochs: test | val | Δ test | published |",
