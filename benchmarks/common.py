@@ -29,3 +29,19 @@ def dd_cell_metrics(cells: list[dict]) -> dict:
             metrics[f"{k}/label_bytes"] = stat([c["label_bytes"]])
             metrics[f"{k}/soft_labels"] = stat([1.0 if c.get("soft_labels") else 0.0])
     return metrics
+
+
+def add_output_args(ap, name: str, runs: str | None = None) -> None:
+    """The ``--runs`` / ``--results`` / ``--name`` options of every resumable benchmark."""
+    ap.add_argument("--runs", default=runs, help="run folders (checkpoints, exports); a killed run resumes there")
+    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"),
+                    help="where <name>.json, <name>.md and <name>.cells.jsonl are written")
+    ap.add_argument("--name", default=name, help="result file name")
+
+
+def open_cells(results: str | Path, name: str) -> tuple[Path, Path, dict]:
+    """The results folder (created), its ``<name>.cells.jsonl`` and the cells already finished there."""
+    results = Path(results)
+    results.mkdir(parents=True, exist_ok=True)
+    cells_path = results / f"{name}.cells.jsonl"
+    return results, cells_path, load_cells(cells_path)

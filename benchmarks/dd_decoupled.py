@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "benchmarks/assets"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "sre2l", "cda", "cvdd", "infer", "dq", "hello"]
@@ -186,9 +186,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", nargs="+", default=None, metavar="PATTERN",
                     help="run only the cells matching these shell patterns (e.g. 'hello+*'), so that two processes "
                          "can share the work; then --report-only rebuilds the result from the shared cells file")
-    ap.add_argument("--runs", default="")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="")
+    add_output_args(ap, "", "")
     ap.add_argument("--dq-eval", choices=sorted(DQ_EVAL), default="recipe",
                     help="the unseen network DQ's keep-ratio subsets are judged on (mlp: a CPU budget)")
     ap.add_argument("--dq-draws", type=int, default=1,
@@ -202,10 +200,7 @@ def main(argv=None) -> int:
     args.ipcs = args.ipcs or ([10] if args.dataset == "digits" else [10, 50])
     args.name = args.name or f"dd_decoupled_{args.dataset}"
     runs = Path(args.runs or ROOT / f"benchmarks/runs/{args.name}")
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    results, cells_path, done = open_cells(args.results, args.name)
     if args.report_only:
         report(args, done)
         return 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import json
 import shutil
 import sys
 import threading
@@ -39,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import dd_cell_metrics, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, dd_cell_metrics, open_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 METHODS = ["random", "herding", "kcenter", "dm", "datadam", "dsa", "dc"]
@@ -107,29 +106,18 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="cells run at once")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra recipe overrides for the distillation cells (give them a --tag)")
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/dd_fmnist"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="dd_fmnist")
+    add_output_args(ap, "dd_fmnist", str(ROOT / "benchmarks/runs/dd_fmnist"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the result files from the cells, run nothing")
     args = ap.parse_args(argv)
     if (args.set or args.time_limit or args.budget != "cpu") and not args.tag:
         ap.error("--set, --time-limit and --budget full change the distillation: give the cells a --tag "
                  "so they are kept apart from the CPU-budget cells")
 
-    results, runs = Path(args.results), Path(args.runs)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = {}
-    if cells_path.is_file():
-        for line in cells_path.read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                done[rec["cell"]] = rec
+    runs = Path(args.runs)
+    results, cells_path, done = open_cells(args.results, args.name)
 
     def append(rec):
-        with open(cells_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        done[rec["cell"]] = rec
+        append_cell(cells_path, done, rec)
         report(args, done)
 
     if args.report_only:

@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells, run_recipe  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
 SOURCES = {
@@ -121,19 +121,14 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-epochs", type=int, nargs="+", default=[15, 40], help="candidates (chosen on val)")
     ap.add_argument("--steps", type=int, default=0, help="smoke test: teacher and KRR-ST training N steps")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", default="")
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="")
+    add_output_args(ap, "", "")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     src = SOURCES[args.source]
     args.targets = args.targets or src["targets"]
     args.name = args.name or f"dd_transfer_{args.source}"
     runs = Path(args.runs or ROOT / f"benchmarks/runs/{args.name}")
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    results, cells_path, done = open_cells(args.results, args.name)
     if args.report_only:
         report(args, done)
         return 0

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells, run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -109,14 +109,10 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-threads", type=int, default=1, help="threads for the timed decoding")
     ap.add_argument("--train-only", action="store_true",
                     help="train the drafts and stop (decode later, when nothing else loads the machine)")
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/distillspec"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="distillspec")
+    add_output_args(ap, "distillspec", str(ROOT / "benchmarks/runs/distillspec"))
     args = ap.parse_args(argv)
-    runs, results = Path(args.runs), Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    runs = Path(args.runs)
+    results, cells_path, done = open_cells(args.results, args.name)
     rdir = ROOT / "recipes/lm"
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     short = [f"trainer.steps={args.steps}", f"trainer.eval_every={args.steps}"] if args.steps else []

@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.common import append_cell, load_cells  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells  # noqa: E402
 from benchmarks.gen_toy2d import N_SAMPLES, measure  # noqa: E402
 from potstill.core.run import load_denoiser, machine, resolve, run  # noqa: E402
 from potstill.data import load_dataset  # noqa: E402
@@ -116,9 +116,7 @@ def class_metrics(d, sampler: str, sigmas, bundle, seed: int, forget=(), safe=No
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/gen_sid"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="gen_sid_toy2d")
+    add_output_args(ap, "gen_sid_toy2d", str(ROOT / "benchmarks/runs/gen_sid"))
     ap.add_argument("--seeds", type=int, default=3, help="training seeds (each measured with the same sampling seed)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--teacher", default=None, help="an existing edm_toy2d teacher run (default: train one under --runs)")
@@ -128,10 +126,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help=f"a subset of the students: {' '.join(STUDENTS)}")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    runs, results = Path(args.runs), Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    runs = Path(args.runs)
+    results, cells_path, done = open_cells(args.results, args.name)
     students = {k: v for k, v in STUDENTS.items() if args.only is None or k in args.only}
 
     quiet = ["trainer.progress=false", f"trainer.threads={args.threads}"]

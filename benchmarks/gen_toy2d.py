@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from benchmarks.common import append_cell, load_cells  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells  # noqa: E402
 from potstill.core.run import load_denoiser, machine, resolve, run  # noqa: E402
 from potstill.data import load_dataset  # noqa: E402
 from potstill.diffusion import karras_sigmas, plan_sigmas, sample  # noqa: E402
@@ -65,17 +65,13 @@ def measure(d, sampler: str, sigmas, bundle, seed: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/gen_toy2d"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="gen_toy2d")
+    add_output_args(ap, "gen_toy2d", str(ROOT / "benchmarks/runs/gen_toy2d"))
     ap.add_argument("--seeds", type=int, default=3, help="sampling seeds")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    runs, results = Path(args.runs), Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    runs = Path(args.runs)
+    results, cells_path, done = open_cells(args.results, args.name)
 
     def append(rec):
         append_cell(cells_path, done, rec)

@@ -79,7 +79,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells, run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -734,15 +734,10 @@ def main(argv=None) -> int:
                     help="LELP students' labelled images (10000: the reported protocol; fewer write part lelp_n<N> "
                          "with its own scratch rows, the same teachers)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/kd_seed"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="kd_seed")
+    add_output_args(ap, "kd_seed", str(ROOT / "benchmarks/runs/kd_seed"))
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from the cells file, run nothing")
     args = ap.parse_args(argv)
-    results = Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    results, cells_path, done = open_cells(args.results, args.name)
     if args.report_only:
         args.part = []
     if "graph" in args.part:

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import append_cell, load_cells, run_recipe  # noqa: E402
+from benchmarks.common import add_output_args, append_cell, open_cells, run_recipe  # noqa: E402
 from potstill.core.run import machine  # noqa: E402
 from potstill.report.results import stat, write_markdown, write_result  # noqa: E402
 
@@ -72,17 +72,13 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="student steps (0: the recipes')")
     ap.add_argument("--teacher-steps", type=int, default=0, help="teacher steps (0: the recipe's)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", default=str(ROOT / "benchmarks/runs/lm_text"))
-    ap.add_argument("--results", default=str(ROOT / "benchmarks/results"))
-    ap.add_argument("--name", default="lm_text")
+    add_output_args(ap, "lm_text", str(ROOT / "benchmarks/runs/lm_text"))
     ap.add_argument("--cache-teacher", action="store_true",
                     help="compute the teacher's logits of the training windows once (stored under <runs>/teacher_cache, "
                          "shared by every KD cell of a task); on-policy batches still call the teacher")
     args = ap.parse_args(argv)
-    runs, results = Path(args.runs), Path(args.results)
-    results.mkdir(parents=True, exist_ok=True)
-    cells_path = results / f"{args.name}.cells.jsonl"
-    done = load_cells(cells_path)
+    runs = Path(args.runs)
+    results, cells_path, done = open_cells(args.results, args.name)
     common = ["trainer.progress=false", f"trainer.threads={args.threads}"]
     short = [f"trainer.steps={args.steps}", f"trainer.eval_every={args.steps}"] if args.steps else []
 
