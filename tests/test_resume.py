@@ -82,4 +82,11 @@ def test_resume_refuses_a_changed_recipe_and_new_runs_refuse_a_used_folder(tmp_p
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["steps"] == 8
+    # a reworded description is prose, not a setting: the run resumes
+    reworded = tmp_path / "r2.yaml"
+    reworded.write_text("description: the same run, described anew\n" + RECIPE)
+    r = subprocess.run(potstill("run", str(reworded), "trainer.steps=10", "trainer.ckpt_every=0", "--out", str(out), "--resume"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["steps"] == 10
     assert not list(Path(tmp_path).glob("**/*.tmp"))

@@ -32,7 +32,8 @@ from .trainer import Trainer, TrainerConfig, check_optim_groups, seed_everything
 TOP_KEYS = ("description", "method", "data", "student", "teacher", "trainer", "eval")
 #: keys that may change when a run is resumed
 RESUMABLE_CHANGES = ("trainer.steps", "trainer.progress", "trainer.threads", "trainer.device", "trainer.log_every",
-                     "trainer.time_limit_s")  # a resumed run may get more (or less) time
+                     "trainer.time_limit_s",   # a resumed run may get more (or less) time
+                     "description")            # prose about the recipe, not a setting
 
 
 @dataclass
