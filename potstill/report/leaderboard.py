@@ -74,7 +74,7 @@ VIEWS: dict[str, View] = {
                       (Column("test_acc", "test acc (%)"), Column("val_acc", "val acc (%)"),
                        Column("label_bytes", "label bytes", 0), Column("distill_s", "distill s", 0),
                        Column("peak_rss_mib", "peak RSS MiB", 0)),
-                      "test_acc", images=("dd_fmnist/dm_ipc10_bsiam.png", "dd_fmnist/datadam_ipc10_s1200bs.png"), plot="ipc"),
+                      "test_acc", images=("dd_fmnist/dm_ipc10_bsiam.png", "dd_fmnist/datadam_ipc10_s2000bs.png"), plot="ipc"),
     "gen_fmnist": View("Generative distillation on Fashion-MNIST (EDM teacher)", PILLARS[2], _GEN_COLS, "fid",
                        higher_is_better=False, images=("gen_fmnist.png",), plot="nfe"),
     "gen_toy2d": View("Generative distillation on toy 2-D mixtures", PILLARS[2], _TOY_COLS, "swd",
