@@ -238,8 +238,11 @@ def report(args, done: dict) -> None:
         "the steps, every checkpoint kept (validation curve: benchmarks/dd_steps_curve.py). Tags ending in 'bsiam' "
         "or 'bs' ran with one DSA transform per class batch (method.siamese=batch, now the default): @s1200bs is "
         "DataDAM at DM's 1,200 steps, @s1600bsiam DM IPC 50 continued from the @bsiam run's 800-step checkpoint "
-        "to 1,600 and @s2400bsiam from there to 2,400, @s800bs / @s1600bs DataDAM IPC 50 at 800 / 1,600 steps "
-        "(continued from the 500-step CPU run; distill_s counts every part).")
+        "to 1,600 and @s2400bsiam from there to 2,400, @s800bs / @s1600bs / @s2400bs DataDAM IPC 50 at 800 / 1,600 / "
+        "2,400 steps (continued from the 500-step CPU run), @s2000bs / @s2000bsiam DataDAM / DM IPC 10 continued from "
+        "their 1,200-step runs to 2,000. A continuation is the previous run folder copied to the new tag's name, its "
+        "overrides.json given the new trainer.steps, and the same command with --tag <new> --set ... "
+        "trainer.steps=<n> (the run resumes from the last checkpoint); distill_s counts every part.")
     result = {
         "catalog_ids": sorted({CATALOG[c["method"]] for c in cells}),
         "command": "python benchmarks/dd_fmnist.py  (CPU budget); python benchmarks/dd_fmnist.py --budget full "
