@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -90,3 +91,17 @@ def test_resume_refuses_a_changed_recipe_and_new_runs_refuse_a_used_folder(tmp_p
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["steps"] == 10
     assert not list(Path(tmp_path).glob("**/*.tmp"))
+
+
+def test_run_folder_marker_ignores_a_reworded_description_but_not_a_setting(tmp_path):
+    from potstill.core.subrun import run_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("description: first words\n" + RECIPE)
+    out, short = tmp_path / "run", ["trainer.steps=5", "trainer.ckpt_every=0"]
+    first = run_recipe(recipe, short, out, root=tmp_path)
+    recipe.write_text("description: other words\n" + RECIPE)
+    assert run_recipe(recipe, short, out, root=tmp_path) == first       # the same run, reused
+    recipe.write_text(RECIPE.replace("width: 16", "width: 8"))
+    with pytest.raises(SystemExit, match="was made with"):
+        run_recipe(recipe, short, out, root=tmp_path)

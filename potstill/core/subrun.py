@@ -7,8 +7,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 #: overrides that change how a run is executed, not what it computes
 NEUTRAL = ("trainer.threads=", "eval.threads=", "trainer.progress=")
+
+
+def _bytes_hash(recipe: Path) -> str:
+    return hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]
+
+
+def _marker(recipe: Path, overrides: list[str], root: Path) -> dict:
+    """What made a run folder: the recipe's path, the overrides that change results, and a hash of
+    the recipe's settings - an edited setting is another run, a reworded ``description`` is not."""
+    rel = recipe.resolve()
+    settings = {k: v for k, v in (yaml.safe_load(recipe.read_text()) or {}).items() if k != "description"}
+    return {"recipe": str(rel.relative_to(root)) if rel.is_relative_to(root) else str(recipe),
+            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)],
+            "recipe_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]}
 
 
 def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None = None,
@@ -22,13 +38,12 @@ def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None =
     """
     root = Path(root or Path.cwd()).resolve()
     recipe, out = Path(recipe), Path(out)
-    rel = recipe.resolve()
-    want = {"recipe": str(rel.relative_to(root)) if rel.is_relative_to(root) else str(recipe),
-            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)]}
-    want["recipe_sha256"] = hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]   # an edited recipe is another run
+    want = _marker(recipe, overrides, root)
     marker = out / "overrides.json"
     if marker.is_file():
         had = json.loads(marker.read_text())
+        if "recipe_sha256" in had and had["recipe_sha256"] == _bytes_hash(recipe):
+            had = {**had, "recipe_sha256": want["recipe_sha256"]}   # a marker written before settings hashes
         if had != {k: v for k, v in want.items() if k in had or k != "recipe_sha256"}:
             raise SystemExit(f"{out} was made with {had}, not {want}: "
                              "choose another --runs folder (or --name / --tag) for other settings")
@@ -98,9 +113,5 @@ def run_killed(recipe: Path, overrides: list[str], out: Path, delay_s: float = 0
         proc.wait()
     marker = out / "overrides.json"
     if not marker.is_file():        # so that run_recipe resumes this folder instead of refusing it
-        rel = Path(recipe).resolve()
-        marker.write_text(json.dumps({"recipe": str(rel.relative_to(root)) if rel.is_relative_to(root) else str(recipe),
-                                      "overrides": [o for o in overrides if not o.startswith(NEUTRAL)],
-                                      "recipe_sha256": hashlib.sha256(Path(recipe).read_bytes()).hexdigest()[:16]},
-                                     indent=1))
+        marker.write_text(json.dumps(_marker(Path(recipe), overrides, root), indent=1))
     return int(latest.read_text().strip().split("-")[1])
