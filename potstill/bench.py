@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .core.run import machine
-from .core.subrun import run_recipe
+from .core.subrun import recipe_hash, run_recipe
 from .report.results import stat, write_result
 
 
@@ -167,7 +167,7 @@ class Plan:
     def key(self, e: Entry) -> str:
         """What the entry's result depends on; the teacher's key is part of it."""
         if e.name not in self.keys:
-            parts = {"recipe": hashlib.sha256(self.recipe(e).read_bytes()).hexdigest(),
+            parts = {"recipe": recipe_hash(self.recipe(e)),
                      "overrides": list(e.overrides) + (list(e.quick) if self.quick else []),
                      "teacher": self.key(self.entry(e.teacher)) if e.teacher else "", "seeds": self.n_seeds(e),
                      "protocol": self.suite.protocol, "code": code_version(), "quick": self.quick}

@@ -52,6 +52,10 @@ def test_bench_writes_one_result_per_method_and_skips_up_to_date_ones(suite):
     assert "trainer.seed=0" in over
 
     assert bench.run(make(root), progress=False, log=lambda *a: None) == {"teacher": "skipped", "kd": "skipped"}
+    # a reworded description is not a new setting: still up to date
+    (root / "recipes" / "teacher.yaml").write_text("description: a small MLP teacher\n" + TEACHER)
+    p = make(root)
+    assert p.up_to_date(p.entry("teacher")) and p.up_to_date(p.entry("kd"))
 
     # an edited teacher recipe makes the teacher and every method distilled from it stale
     (root / "recipes" / "teacher.yaml").write_text(TEACHER.replace("steps: 30", "steps: 31"))

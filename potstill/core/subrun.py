@@ -17,14 +17,18 @@ def _bytes_hash(recipe: Path) -> str:
     return hashlib.sha256(recipe.read_bytes()).hexdigest()[:16]
 
 
+def recipe_hash(recipe: Path) -> str:
+    """A hash of a recipe's settings: an edited setting changes it, a reworded ``description`` (or a
+    comment, or the layout) does not."""
+    settings = {k: v for k, v in (yaml.safe_load(Path(recipe).read_text()) or {}).items() if k != "description"}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def _marker(recipe: Path, overrides: list[str], root: Path) -> dict:
-    """What made a run folder: the recipe's path, the overrides that change results, and a hash of
-    the recipe's settings - an edited setting is another run, a reworded ``description`` is not."""
+    """What made a run folder: the recipe's path, the overrides that change results, its settings' hash."""
     rel = recipe.resolve()
-    settings = {k: v for k, v in (yaml.safe_load(recipe.read_text()) or {}).items() if k != "description"}
     return {"recipe": str(rel.relative_to(root)) if rel.is_relative_to(root) else str(recipe),
-            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)],
-            "recipe_sha256": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+            "overrides": [o for o in overrides if not o.startswith(NEUTRAL)], "recipe_sha256": recipe_hash(recipe)}
 
 
 def run_recipe(recipe: Path, overrides: list[str], out: Path, log: Path | None = None,
